@@ -1,0 +1,30 @@
+"""ament_python build of the `rise` package: `colcon build` on ROS 2, `pip install -e .` elsewhere."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+PACKAGE = "rise"
+ROOT = Path(__file__).parent
+
+
+def share_files(*folders: str) -> list[tuple[str, list[str]]]:
+    """data_files entries installing each folder, keeping its layout, under share/rise/."""
+    entries: dict[str, list[str]] = {}
+    for folder in folders:
+        for path in sorted((ROOT / folder).rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                relative = path.relative_to(ROOT)
+                entries.setdefault(f"share/{PACKAGE}/{relative.parent}", []).append(str(relative))
+    return sorted(entries.items())
+
+
+setup(
+    packages=find_packages(where="src"),
+    package_dir={"": "src"},
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        *share_files("launch", "config", "urdf"),
+    ],
+)

@@ -1,0 +1,114 @@
+"""The node table: which nodes each bringup mode starts. Read by launch/bringup.launch.py (ROS 2
+machines) and by the embedded runner behind ``rise up`` (machines without ``launch``).
+
+A node joins this table when it exists; the table never lists a node that cannot start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from pathlib import Path
+
+from rise.config import RobotConfig, RobotKind
+
+PACKAGE = "rise"
+
+
+class Mode(str, enum.Enum):
+    """What the stack is brought up for."""
+
+    COLLECT = "collect"  # robot + arm bridge + teleop + recorder: record demonstrations
+    DEPLOY = "deploy"  # robot + arm bridge + policy: run a policy on the arm
+    IMPROVE = "improve"  # world model + trainer (+ the deploy nodes when a robot is attached)
+
+
+ALL_MODES = frozenset(Mode)
+ALL_ROBOTS = frozenset(RobotKind)
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeSpec:
+    """One row of the node table."""
+
+    name: str  # ROS node name
+    executable: str  # console script (setup.cfg) or the other package's executable
+    description: str
+    modes: frozenset[Mode] = ALL_MODES
+    robot_kinds: frozenset[RobotKind] = ALL_ROBOTS
+    package: str = PACKAGE
+    module: str | None = None  # rise nodes: the module whose main() the embedded runner runs
+    respawn: bool = False  # restart the node when it dies (launch's `respawn`)
+    respawn_delay_s: float = 1.0
+
+    @property
+    def embedded(self) -> bool:
+        """Whether the embedded runner can start it (rise's own nodes; other packages need ROS)."""
+        return self.package == PACKAGE and self.module is not None
+
+
+NODE_TABLE: tuple[NodeSpec, ...] = (
+    NodeSpec(
+        name="monitor",
+        executable="rise_monitor",
+        module="rise.nodes.monitor_node",
+        description="reports which of the mode's nodes are alive: /diagnostics, "
+        "/rise/monitor/status",
+        respawn=True,
+    ),
+    NodeSpec(
+        name="robot_state_publisher",
+        package="robot_state_publisher",
+        executable="robot_state_publisher",
+        description="publishes /tf of the arm from urdf/ and /joint_states (ROS 2 machines)",
+    ),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeLaunch:
+    """One node to start, with its parameters."""
+
+    spec: NodeSpec
+    parameters: tuple[tuple[str, object], ...]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+def plan(
+    robot: RobotConfig,
+    robot_config: Path,
+    mode: Mode,
+    experiment_config: Path,
+    *,
+    embedded: bool,
+    urdf_xml: str = "",
+) -> list[NodeLaunch]:
+    """The nodes to start for ``mode`` on ``robot``; ``embedded`` drops nodes of other packages.
+
+    ``robot_config``/``experiment_config`` are the files every node reads (one source of truth);
+    ``urdf_xml`` is the robot description handed to robot_state_publisher.
+    """
+    specs = [
+        s for s in NODE_TABLE
+        if mode in s.modes and robot.kind in s.robot_kinds and (s.embedded or not embedded)
+    ]
+    common = (
+        ("robot_config", str(robot_config)),
+        ("experiment_config", str(experiment_config)),
+        ("mode", mode.value),
+    )
+    launches = []
+    for spec in specs:
+        if spec.package == PACKAGE:
+            parameters = common
+            if spec.name == "monitor":
+                parameters += (("expected_nodes", [s.name for s in specs]),)
+        elif spec.name == "robot_state_publisher":
+            parameters = (("robot_description", urdf_xml),)
+        else:
+            parameters = ()
+        launches.append(NodeLaunch(spec, parameters))
+    return launches

@@ -1,0 +1,196 @@
+"""The ``rise`` command.
+
+Examples::
+
+    rise demo                                  # bring up the simulated robot's stack and show it alive
+    rise up --robot sim --mode collect         # run the collect-mode nodes until Ctrl-C
+    rise nodes --robot sim --mode deploy       # what a mode would start
+    rise config check --robot sim              # validate config files
+    rise config fields robot                   # every robot config key, documented
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from rise import paths
+from rise.bringup import Mode, NodeLaunch, plan
+from rise.config import (
+    ConfigError,
+    ExperimentConfig,
+    RobotConfig,
+    experiment_path,
+    load_experiment,
+    load_robot,
+    robot_names,
+    robot_path,
+)
+from rise.config.schema import describe_fields
+from rise.ros_env import Network, node_environment
+
+
+def _add_robot_args(parser: argparse.ArgumentParser, mode: bool = True) -> None:
+    parser.add_argument("--robot", default=None,
+                        help="robot config name or YAML path (default: the experiment's robot; "
+                        f"shipped: {', '.join(robot_names())})")
+    parser.add_argument("--config", default=None,
+                        help="experiment config YAML (default: config/experiments/default.yaml)")
+    if mode:
+        parser.add_argument("--mode", type=Mode, choices=list(Mode), default=Mode.COLLECT,
+                            metavar="{" + ",".join(m.value for m in Mode) + "}",
+                            help="collect demos, deploy a policy, or improve it (default: collect)")
+
+
+def _add_network_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--network", type=Network, choices=list(Network), default=Network.LOCALHOST,
+                        metavar="{localhost,default}",
+                        help="DDS reach: localhost keeps all traffic on this host (default); "
+                        "default uses the RMW's or your own DDS settings")
+
+
+def _load(args) -> tuple[RobotConfig, Path, ExperimentConfig, Path]:
+    experiment = load_experiment(args.config)
+    robot_file = robot_path(args.robot or experiment.robot).resolve()
+    return load_robot(str(robot_file)), robot_file, experiment, experiment_path(args.config).resolve()
+
+
+def _plan(args, mode: Mode) -> list[NodeLaunch]:
+    robot, robot_file, _, experiment_file = _load(args)
+    return plan(robot, robot_file, mode, experiment_file, embedded=True)
+
+
+def cmd_up(args) -> int:
+    from rise.runner import Runner
+
+    launches = _plan(args, args.mode)
+    print(f"[rise up] mode {args.mode.value}: {', '.join(l.name for l in launches)}", flush=True)
+    runner = Runner(launches, node_environment(os.environ, args.network))
+    return runner.run(duration_s=args.duration)
+
+
+def cmd_demo(args) -> int:
+    from rise.runner import Runner
+
+    launches = _plan(args, Mode.COLLECT)
+    env = node_environment(os.environ, Network.LOCALHOST)
+    os.environ.update(env)  # this process asks the monitor, on the same DDS settings
+    from rise.nodes.status_client import wait_until_up
+
+    runner = Runner(launches, env)
+    started = time.monotonic()
+    try:
+        runner.start()
+        status = wait_until_up(timeout_s=args.timeout, between=runner.poll)
+        print(f"\nstack up in {time.monotonic() - started:.1f} s: robot {status['robot']}, "
+              f"mode {status['mode']}")
+        for name in status["alive"]:
+            print(f"  alive  {name}")
+        print("  (ROS 2 machines also run robot_state_publisher; later releases add the robot, "
+              "arm bridge, teleop and recorder nodes)\n")
+        end = time.monotonic() + args.duration
+        while time.monotonic() < end:
+            runner.poll()
+            time.sleep(0.1)
+    except TimeoutError as error:
+        print(f"rise: error: {error}", file=sys.stderr)
+        runner.stop()
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return runner.stop()
+
+
+def cmd_nodes(args) -> int:
+    launches = _plan(args, args.mode)
+    if args.json:
+        print(json.dumps([{"name": l.name, "package": l.spec.package,
+                           "executable": l.spec.executable, "respawn": l.spec.respawn,
+                           "parameters": dict(l.parameters)} for l in launches], indent=2))
+        return 0
+    for launch in launches:
+        respawn = " (respawn)" if launch.spec.respawn else ""
+        print(f"{launch.name:<24} {launch.spec.package}/{launch.spec.executable}{respawn}")
+        print(f"{'':<24} {launch.spec.description}")
+    return 0
+
+
+def cmd_config_check(args) -> int:
+    robot, robot_file, experiment, experiment_file = _load(args)
+    print(f"ok: {robot_file} (robot {robot.name}: {len(robot.arm.all_joints)} joints, "
+          f"cameras {', '.join(robot.camera_names)}, {robot.control_rate_hz:g} Hz)")
+    print(f"ok: {experiment_file} (experiment {experiment.name}, seed {experiment.seed})")
+    return 0
+
+
+def cmd_config_fields(args) -> int:
+    cls = RobotConfig if args.kind == "robot" else ExperimentConfig
+    for key, kind, doc in describe_fields(cls):
+        print(f"{key:<28} {kind:<22} {doc}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rise", description="RISE for ROS 2: robot policies that improve in imagination.",
+        epilog=f"package data: {paths.share_dir()}",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+
+    up = sub.add_parser("up", help="start the node table for a mode (embedded runner)",
+                        description="Start the nodes of a mode on this machine; Ctrl-C or "
+                        "SIGTERM stops them all. The same table as `ros2 launch rise "
+                        "bringup.launch.py`.")
+    _add_robot_args(up)
+    _add_network_arg(up)
+    up.add_argument("--duration", type=float, default=None, metavar="S",
+                    help="stop after S seconds (default: run until stopped)")
+    up.set_defaults(func=cmd_up)
+
+    demo = sub.add_parser("demo", help="the main job on the embedded default (simulated robot)",
+                          description="Bring up the simulated robot's stack, wait until every "
+                          "node reports alive, show it, and stop.")
+    _add_robot_args(demo, mode=False)
+    demo.add_argument("--duration", type=float, default=3.0, metavar="S",
+                      help="seconds to keep the stack up once alive (default: 3)")
+    demo.add_argument("--timeout", type=float, default=60.0, metavar="S",
+                      help="give up if the stack is not up after S seconds (default: 60)")
+    demo.set_defaults(func=cmd_demo)
+
+    nodes = sub.add_parser("nodes", help="list the nodes a mode starts",
+                           description="Print the node table rows for a robot and mode.")
+    _add_robot_args(nodes)
+    nodes.add_argument("--json", action="store_true", help="machine-readable output")
+    nodes.set_defaults(func=cmd_nodes)
+
+    config = sub.add_parser("config", help="validate and document config files",
+                            description="Validate config files or list their documented keys.")
+    config_sub = config.add_subparsers(dest="config_command", required=True, metavar="action")
+    check = config_sub.add_parser("check", help="validate a robot and an experiment config",
+                                  description="Load and validate the configs; exit 2 on error.")
+    _add_robot_args(check, mode=False)
+    check.set_defaults(func=cmd_config_check)
+    fields = config_sub.add_parser("fields", help="list every key of a config kind",
+                                   description="Print each key, its type and its meaning.")
+    fields.add_argument("kind", choices=["robot", "experiment"])
+    fields.set_defaults(func=cmd_config_fields)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as error:
+        print(f"rise: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

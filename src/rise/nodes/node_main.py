@@ -1,0 +1,37 @@
+"""The shared ``main()`` of every rise node: init, spin, and a clean exit on Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+import rclpy
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+
+from rise.config import ConfigError
+
+
+def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
+    """Create the node with ``factory`` and spin it until shutdown; return the exit code.
+
+    SIGINT and SIGTERM end the spin (rclpy's signal handlers) and exit 0. A config error is
+    reported on one line and exits 2, without a traceback.
+    """
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = factory()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

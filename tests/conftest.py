@@ -1,0 +1,81 @@
+"""Shared test setup.
+
+Every test process gets its own ROS_DOMAIN_ID (held with a lock file, so concurrent suites never
+share one), the localhost-only Fast DDS profile, and a private ROS log folder, before any rclpy
+import. Fixtures start nodes in-process or as subprocesses and always wait with deadlines.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from rise.ros_env import isolate_this_process
+
+_STATE: dict = {}
+
+
+def pytest_configure(config):
+    log_dir = Path(tempfile.mkdtemp(prefix="rise-test-ros-log-"))
+    _STATE["reservation"] = isolate_this_process(log_dir)
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("SVT_LOG", "1")
+
+
+def pytest_unconfigure(config):
+    reservation = _STATE.pop("reservation", None)
+    if reservation is not None:
+        reservation.release()
+
+
+def pytest_report_header(config):
+    return f"ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']} ROS_LOG_DIR={os.environ['ROS_LOG_DIR']}"
+
+
+@pytest.fixture
+def ros_node(request):
+    """An rclpy node in this process with its own context and executor: (node, executor)."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node(f"test_{request.node.name[:40]}".replace("[", "_").replace("]", "_")
+                             .replace("-", "_"), context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    yield node, executor
+    executor.shutdown()
+    node.destroy_node()
+    rclpy.try_shutdown(context=context)
+
+
+@pytest.fixture
+def spawn():
+    """Start subprocesses (inheriting the isolated ROS environment); all are stopped at teardown."""
+    started: list[subprocess.Popen] = []
+
+    def start(args: list[str], **kwargs) -> subprocess.Popen:
+        process = subprocess.Popen(args, env=kwargs.pop("env", os.environ.copy()), **kwargs)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+    for process in started:
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
