@@ -34,6 +34,7 @@ __all__ = [
     "JointConfig",
     "RobotConfig",
     "RobotKind",
+    "SafetyConfig",
     "experiment_path",
     "load_experiment",
     "load_robot",

@@ -47,6 +47,20 @@ class JointConfig:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class SafetyConfig:
+    """The arm bridge's safety filter (joint limits come from the joints themselves)."""
+
+    start_tolerance: float = setting(
+        0.2, doc="first command after activation must be this close to the measured pose, per "
+        "joint [rad or m]", gt=0)
+    command_timeout_s: float = setting(
+        0.5, doc="no command for this long: hold the current position [s]", gt=0)
+    velocity_scale: float = setting(
+        1.0, doc="fraction of each joint's max_velocity the filter allows; the per-tick change "
+        "limit is velocity_scale * max_velocity / control_rate_hz", gt=0, le=1)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class ArmConfig:
     """The arm: its joints, gripper and the ros2_control controller that drives it."""
 
@@ -57,6 +71,7 @@ class ArmConfig:
     joints: tuple[JointConfig, ...] = setting(doc="arm joints, base to tip")
     gripper: JointConfig = setting(doc="gripper joint (opening, m)")
     home: tuple[float, ...] = setting(doc="home pose: one value per arm joint, then the gripper")
+    safety: SafetyConfig = setting(SafetyConfig(), doc="safety filter settings")
 
     def __post_init__(self):
         _check_ros_name("controller", self.controller)
