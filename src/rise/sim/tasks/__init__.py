@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from rise.config.schema import did_you_mean
 from rise.sim.tasks.base import Expert, Task, TaskStatus
+from rise.sim.tasks.box_close import BoxClose
 from rise.sim.tasks.brick_sort import BrickSort
+from rise.sim.tasks.pack import Pack
 
-TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (BrickSort,)}
+TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (BrickSort, BoxClose, Pack)}
 
 
 def make_task(name: str) -> Task:
