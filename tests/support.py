@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import configparser
+import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -51,3 +53,15 @@ def console_scripts() -> dict[str, str]:
     parser.read(ROOT / "setup.cfg")
     lines = parser["options.entry_points"]["console_scripts"].strip().splitlines()
     return {k.strip(): v.strip() for k, v in (line.split("=", 1) for line in lines)}
+
+
+def read_lines(process: subprocess.Popen) -> list[str]:
+    """Collect a text-mode process's output lines in the background; returns the growing list."""
+    lines: list[str] = []
+
+    def pump():
+        for line in process.stdout:
+            lines.append(line.rstrip("\n"))
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 
 import pytest
@@ -54,13 +55,14 @@ def test_table_rows_are_real():
 
 
 def test_runner_command_passes_name_and_parameters():
-    launch = next(l for l in make_plan(Mode.DEPLOY, embedded=True) if l.name == "monitor")
+    launches = make_plan(Mode.DEPLOY, embedded=True)
+    launch = next(l for l in launches if l.name == "monitor")
     command = node_command(launch)
     assert command[1:3] == ["-m", "rise.nodes.monitor_node"]
     args = ros_args(launch)
     assert args[:3] == ["--ros-args", "-r", "__node:=monitor"]
     assert "mode:=deploy" in args
-    assert 'expected_nodes:=["monitor"]' in args
+    assert "expected_nodes:=" + json.dumps([l.name for l in launches]) in args
 
 
 def test_runner_refuses_nodes_of_other_packages():

@@ -9,13 +9,13 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from std_srvs.srv import Trigger
 
-from support import ROOT, call_service, console_scripts, wait_for
+from rise.bringup import NODE_TABLE
+from support import ROOT, call_service, console_scripts, read_lines, wait_for
 
 pytestmark = pytest.mark.ros
 
@@ -56,16 +56,9 @@ def test_monitor_reports_a_missing_node(ros_node, spawn):
     assert json.loads(response.message)["missing"] == ["recorder"]
 
 
-def read_lines(process: subprocess.Popen) -> list[str]:
-    """Collect a process's output lines in the background."""
-    lines: list[str] = []
-
-    def pump():
-        for line in process.stdout:
-            lines.append(line.rstrip("\n"))
-
-    threading.Thread(target=pump, daemon=True).start()
-    return lines
+def stack_up(node, executor) -> bool:
+    response = call_service(node, executor, Trigger, "/rise/monitor/status", Trigger.Request())
+    return response.success
 
 
 def test_rise_up_supervises_and_stops_cleanly(ros_node, spawn):
@@ -73,8 +66,7 @@ def test_rise_up_supervises_and_stops_cleanly(ros_node, spawn):
     up = spawn([sys.executable, "-m", "rise.cli", "up", "--robot", "sim", "--mode", "collect"],
                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = read_lines(up)
-    response = call_service(node, executor, Trigger, "/rise/monitor/status", Trigger.Request())
-    assert response.success, response.message
+    wait_for(lambda: stack_up(node, executor), 60, "every node of the mode to be alive")
 
     # A node killed while it works is reported and restarted (the monitor has respawn=True).
     started = [re.search(r"started monitor \(pid (\d+)\)", line) for line in lines]
@@ -83,8 +75,7 @@ def test_rise_up_supervises_and_stops_cleanly(ros_node, spawn):
     wait_for(lambda: any("monitor exited with code -9" in line for line in lines), 15,
              "the runner to report the killed node")
     wait_for(lambda: sum("started monitor" in line for line in lines) == 2, 15, "the restart")
-    response = call_service(node, executor, Trigger, "/rise/monitor/status", Trigger.Request())
-    assert response.success
+    wait_for(lambda: stack_up(node, executor), 30, "the restarted monitor to answer")
 
     up.send_signal(signal.SIGTERM)
     assert up.wait(timeout=30) == 0, "\n".join(lines)
@@ -100,7 +91,8 @@ def test_console_script_exits_cleanly_on_sigterm(script, ros_node, spawn):
     process = spawn([sys.executable, "-m", module, *args], stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT, text=True)
     lines = read_lines(process)
-    wait_for(lambda: "monitor" in node.get_node_names(), 30, f"{script}'s node in the graph")
+    name = next((s.name for s in NODE_TABLE if s.executable == script), "monitor")
+    wait_for(lambda: name in node.get_node_names(), 30, f"{script}'s node {name!r} in the graph")
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 0, "\n".join(lines)
     assert not any("Traceback" in line for line in lines), "\n".join(lines)

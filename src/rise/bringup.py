@@ -57,6 +57,15 @@ NODE_TABLE: tuple[NodeSpec, ...] = (
         respawn=True,
     ),
     NodeSpec(
+        name="sim",
+        executable="rise_sim",
+        module="rise.nodes.sim_node",
+        description="MuJoCo robot: /cameras/<name>/image_raw + camera_info, /joint_states; obeys "
+        "/<controller>/joint_trajectory; /rise/sim/reset, /rise/sim/status",
+        modes=frozenset({Mode.COLLECT, Mode.DEPLOY}),
+        robot_kinds=frozenset({RobotKind.SIM}),
+    ),
+    NodeSpec(
         name="robot_state_publisher",
         package="robot_state_publisher",
         executable="robot_state_publisher",

@@ -20,6 +20,7 @@ from rise.config.robot import (
     JointConfig,
     RobotConfig,
     RobotKind,
+    SafetyConfig,
 )
 from rise.config.schema import ConfigError, FieldError
 

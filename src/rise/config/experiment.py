@@ -16,6 +16,7 @@ class ExperimentConfig:
 
     name: str = setting(doc="experiment name, used in output folder names")
     robot: str = setting("sim", doc="robot config name (config/robots/<robot>.yaml)")
+    task: str = setting("brick_sort", doc="simulated task: brick_sort, box_close or pack")
     seed: int = setting(0, doc="random seed for everything the run samples", ge=0, lt=2**32)
     data_dir: str = setting("rise_runs/data", doc="datasets folder (relative: to the cwd)")
     checkpoint_dir: str = setting(

@@ -30,6 +30,10 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except Exception:
+        if not rclpy.ok():  # stopped (SIGINT/SIGTERM) while the node was still starting up
+            return 0
+        raise
     finally:
         if node is not None:
             node.destroy_node()
