@@ -66,6 +66,16 @@ NODE_TABLE: tuple[NodeSpec, ...] = (
         robot_kinds=frozenset({RobotKind.SIM}),
     ),
     NodeSpec(
+        name="arm_bridge",
+        executable="rise_arm_bridge",
+        module="rise.nodes.arm_bridge_node",
+        description="safety filter between /rise/{teleop,policy}/command and "
+        "/<controller>/joint_trajectory; /rise/arm/command_sent, /rise/arm/estop, "
+        "/rise/arm/select_source, /rise/arm/status",
+        modes=frozenset({Mode.COLLECT, Mode.DEPLOY}),
+        respawn=True,
+    ),
+    NodeSpec(
         name="robot_state_publisher",
         package="robot_state_publisher",
         executable="robot_state_publisher",
@@ -115,6 +125,8 @@ def plan(
             parameters = common
             if spec.name == "monitor":
                 parameters += (("expected_nodes", [s.name for s in specs]),)
+            if spec.name == "arm_bridge":
+                parameters += (("source", "policy" if mode is Mode.DEPLOY else "teleop"),)
         elif spec.name == "robot_state_publisher":
             parameters = (("robot_description", urdf_xml),)
         else:

@@ -22,12 +22,12 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
+from rise.hardware.trajectory import TrajectoryError, TrajectoryFollower
 from rise.nodes.node_main import run_node
 from rise.nodes.parameters import declare, declare_configs
 from rise.nodes.qos import COMMAND, LATCHED, SENSOR, STATE
 from rise.nodes.ros_image import to_image
 from rise.sim.env import SimEnv
-from rise.sim.trajectory import TrajectoryError, TrajectoryFollower
 
 
 def pinhole_info(width: int, height: int, fovy_deg: float, stamp, frame_id: str) -> CameraInfo:
