@@ -32,8 +32,8 @@ NAMES = list(ROBOT.arm.joint_names)
 def trajectory(positions, seconds: float) -> JointTrajectory:
     message = JointTrajectory(joint_names=NAMES)
     whole, fraction = divmod(seconds, 1.0)
-    message.points = [JointTrajectoryPoint(positions=list(positions),
-                                           time_from_start=Duration(sec=int(whole), nanosec=int(fraction * 1e9)))]
+    duration = Duration(sec=int(whole), nanosec=int(fraction * 1e9))
+    message.points = [JointTrajectoryPoint(positions=list(positions), time_from_start=duration)]
     return message
 
 
@@ -101,7 +101,8 @@ def test_commands_pass_the_safety_filter_and_estop_holds(stack):
     assert len(after) >= 20, "the bridge keeps publishing what it sends while e-stopped"
     assert all(np.allclose(p, after[0]) for p in after), "commands changed after the e-stop"
     period = 1.0 / ROBOT.control_rate_hz
-    first_hold = next(t for t, m in sent if t > stopped_at - period and np.allclose(m.points[0].positions, after[0]))
+    first_hold = next(t for t, m in sent
+                      if t > stopped_at - period and np.allclose(m.points[0].positions, after[0]))
     assert first_hold - stopped_at <= period + 0.02  # (subscriber-side time: a loose tick)
     # Latching: new commands do not move the arm until released.
     teleop.publish(trajectory(home, 1.0))
