@@ -105,6 +105,26 @@ def cmd_demo(args) -> int:
     return runner.stop()
 
 
+def cmd_collect(args) -> int:
+    from rise.data.collect import collect
+    from rise.sim.tasks import make_task
+
+    robot, _, experiment, _ = _load(args)
+    task = args.task or experiment.task
+    make_task(task)  # an unknown task is refused before anything is written
+    root = Path(args.output) if args.output else Path(experiment.data_dir) / task
+    report = collect(task, args.episodes, root, robot=robot, seed=experiment.seed if args.seed is None
+                     else args.seed, failing_fraction=args.failing_fraction, codec=args.codec)
+    print(f"dataset: {report.root} ({report.episodes} episodes, {report.frames} frames, "
+          f"{report.wall_s:.0f} s)")
+    print(f"scripted expert success: {report.expert_successes}/{report.expert_episodes} "
+          f"({100 * report.expert_success_rate:.0f} %)")
+    if report.perturbed_episodes:
+        print(f"perturbed rollouts: {report.perturbed_successes}/{report.perturbed_episodes} succeeded")
+    print(f"frames dropped: {report.dropped}, late: {report.late}")
+    return 0
+
+
 def cmd_nodes(args) -> int:
     launches = _plan(args, args.mode)
     if args.json:
@@ -160,6 +180,23 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--timeout", type=float, default=60.0, metavar="S",
                       help="give up if the stack is not up after S seconds (default: 60)")
     demo.set_defaults(func=cmd_demo)
+
+    collect = sub.add_parser("collect", help="record demos in the simulator with the scripted expert",
+                             description="Collect episodes headless in the simulator (scripted expert, "
+                             "optionally perturbed failing rollouts) into a LeRobot v3 dataset, "
+                             "through the recorder's code path.")
+    _add_robot_args(collect, mode=False)
+    collect.add_argument("--task", default=None, help="brick_sort, box_close or pack (default: the "
+                         "experiment's task)")
+    collect.add_argument("--episodes", type=int, default=20, help="episodes to record (default: 20)")
+    collect.add_argument("--failing-fraction", type=float, default=0.0, metavar="F",
+                         help="fraction of episodes run by a perturbed expert, for failures (default: 0)")
+    collect.add_argument("--output", default=None, help="dataset folder (default: <data_dir>/<task>; "
+                         "an existing dataset is appended to)")
+    collect.add_argument("--seed", type=int, default=None, help="default: the experiment's seed")
+    collect.add_argument("--codec", default="libsvtav1", choices=["libsvtav1", "h264", "mpeg4"],
+                         help="video codec (default: libsvtav1, LeRobot's)")
+    collect.set_defaults(func=cmd_collect)
 
     nodes = sub.add_parser("nodes", help="list the nodes a mode starts",
                            description="Print the node table rows for a robot and mode.")

@@ -131,6 +131,10 @@ class SimEnv:
     def joint_positions(self) -> np.ndarray:
         return self.data.qpos[self._qpos].copy()
 
+    def robot_limits(self) -> tuple[np.ndarray, np.ndarray]:
+        """Lower and upper joint position limits in action order."""
+        return self._ctrl_low.copy(), self._ctrl_high.copy()
+
     def joint_velocities(self) -> np.ndarray:
         return self.data.qvel[self._qvel].copy()
 

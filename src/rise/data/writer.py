@@ -1,0 +1,492 @@
+"""Crash-safe LeRobot v3.0 dataset writer: parquet through pyarrow, mp4 through PyAV.
+
+Example::
+
+    spec = DatasetSpec(fps=30, robot_type="sim", joint_names=("j1", "j2"), cameras=(("front", 96, 96),))
+    with DatasetWriter(Path("datasets/demo"), spec) as writer:
+        writer.start_episode("pick up the cube")
+        for state, action, rgb, stamp_ns in stream:
+            writer.add_frame(state=state, action=action, images={"front": rgb},
+                             state_capture_ns=stamp_ns, image_capture_ns={"front": stamp_ns})
+        writer.end_episode(success=True, metadata={"operator": "ana"})
+
+Each episode gets its own data file and its own mp4 per camera. Frames are encoded as they
+arrive (only state rows stay in memory), into ``*.partial`` files that are renamed into place by
+:meth:`DatasetWriter.end_episode`. The atomic write of the episode's ``meta/episodes`` file is
+the commit point; ``tasks.parquet``, ``stats.json`` and ``info.json`` (last) follow. Opening a
+dataset removes ``*.partial`` files and data/video files no committed episode references, and
+rebuilds the summaries if ``info.json`` is stale, so a process killed at any moment leaves the
+dataset as it was after its last finished episode.
+
+Not thread-safe: one thread (or a caller that serialises calls) per writer. One writer per folder
+(an exclusive ``flock`` on ``.rise_writer.lock`` refuses a second one, in any process).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NoReturn
+
+import av
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from rise.data import lerobot_format as fmt
+from rise.data.lerobot_format import DatasetError, DatasetSpec, DatasetSpecMismatch
+
+_LOG = logging.getLogger(__name__)
+_GOP_SIZE = 2  # LeRobot's default keyframe interval: cheap random access when training
+LOCK_NAME = ".rise_writer.lock"  # flock'ed by the open writer: one writer per dataset folder
+_STATS_PIXELS = 4096  # image stats use about this many pixels per frame (strided subsample)
+
+
+class DatasetWriteError(DatasetError):
+    """Writing an episode failed; it was abandoned and earlier episodes are intact."""
+
+
+class _VideoEncoder:
+    """One camera's mp4 of one episode, frames streamed in with pts = frame index."""
+
+    def __init__(self, path: Path, height: int, width: int, fps: float, codec: fmt.VideoCodec,
+                 quality: int):
+        self.path = path
+        if codec.encoder == "libsvtav1":
+            os.environ.setdefault("SVT_LOG", "1")  # errors only: SVT-AV1 prints a banner per encoder
+        rate = fmt.fps_fraction(fps)
+        self._time_base = 1 / rate
+        self._container = av.open(str(path), mode="w", format="mp4")
+        try:
+            stream = self._container.add_stream(codec.encoder, rate=rate)
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            stream.codec_context.time_base = self._time_base
+            stream.options = {**dict(codec.options), "g": str(_GOP_SIZE),
+                              codec.quality_option: str(quality)}
+        except Exception:
+            self._container.close()
+            raise
+        self._stream = stream
+
+    def encode(self, image: np.ndarray, frame_index: int) -> None:
+        """Encode one RGB uint8 (H, W, 3) frame."""
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame.pts = frame_index
+        frame.time_base = self._time_base
+        self._container.mux(self._stream.encode(frame))
+
+    def close(self) -> None:
+        """Flush the encoder, finish the mp4 and fsync it."""
+        self._container.mux(self._stream.encode(None))
+        self._container.close()
+        fmt.fsync_file(self.path)
+
+    def abort(self) -> None:
+        """Close without caring whether the file is valid (it is about to be removed)."""
+        try:
+            self._stream.encode(None)  # end of stream: some encoders complain when closed without it
+        except Exception as exc:  # noqa: BLE001 - the file is discarded; the cause is logged
+            _LOG.debug("flushing abandoned video %s: %s", self.path, exc)
+        try:
+            self._container.close()
+        except Exception as exc:  # noqa: BLE001 - as above
+            _LOG.debug("closing abandoned video %s: %s", self.path, exc)
+
+
+class _ImageStats:
+    """Running per-channel min/max/mean/std of an image stream, in [0, 1] like LeRobot."""
+
+    def __init__(self):
+        self.frames = 0
+        self._pixels = 0
+        self._sum = np.zeros(3)
+        self._sum_sq = np.zeros(3)
+        self._min = np.full(3, np.inf)
+        self._max = np.full(3, -np.inf)
+
+    def update(self, image: np.ndarray) -> None:
+        """Add a strided subsample of one frame."""
+        step = max(1, int(np.sqrt(image.shape[0] * image.shape[1] / _STATS_PIXELS)))
+        pixels = image[::step, ::step].reshape(-1, 3).astype(np.float64) / 255.0
+        self.frames += 1
+        self._pixels += len(pixels)
+        self._sum += pixels.sum(axis=0)
+        self._sum_sq += np.square(pixels).sum(axis=0)
+        self._min = np.minimum(self._min, pixels.min(axis=0))
+        self._max = np.maximum(self._max, pixels.max(axis=0))
+
+    def stats(self) -> dict[str, np.ndarray]:
+        """Stats with LeRobot's image shape (3, 1, 1); count = frames."""
+        mean = self._sum / self._pixels
+        std = np.sqrt(np.maximum(self._sum_sq / self._pixels - np.square(mean), 0.0))
+        return {"min": self._min.reshape(3, 1, 1), "max": self._max.reshape(3, 1, 1),
+                "mean": mean.reshape(3, 1, 1), "std": std.reshape(3, 1, 1),
+                "count": np.array([self.frames], dtype=np.int64)}
+
+
+class _Episode:
+    """What the writer holds for the episode being recorded."""
+
+    def __init__(self, index: int, task: str, task_index: int, chunk_index: int, file_index: int):
+        self.index = index
+        self.task = task
+        self.task_index = task_index
+        self.chunk_index = chunk_index
+        self.file_index = file_index
+        self.encoders: dict[str, _VideoEncoder] = {}
+        self.image_stats: dict[str, _ImageStats] = {}
+        self.states: list[np.ndarray] = []
+        self.actions: list[np.ndarray] = []
+        self.state_capture_ns: list[int] = []
+        self.image_capture_ns: dict[str, list[int]] = {}
+
+    @property
+    def length(self) -> int:
+        return len(self.states)
+
+
+def _write_data_file(table: pa.Table, path: Path) -> None:
+    """Write a frames table to ``path`` and fsync it."""
+    with open(path, "wb") as f:
+        pq.write_table(table, f, compression="snappy")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class DatasetWriter:
+    """Appends episodes to a LeRobot v3.0 dataset folder (created if missing).
+
+    ``codec``: ``libsvtav1`` (LeRobot's default; AV1), ``h264`` (libx264) or ``mpeg4``.
+    ``crf``: quality, lower is better and bigger (libsvtav1 0-63, default 30; libx264 0-51,
+    default 23; mpeg4 qscale 1-31, default 3). ``chunks_size``: files per chunk folder, for new
+    datasets (an existing dataset keeps its own). Re-opening an existing dataset appends and
+    raises :class:`DatasetSpecMismatch` naming the field if fps, robot_type, joint names,
+    cameras, image shapes or codec differ.
+    """
+
+    def __init__(self, root: Path, spec: DatasetSpec, *, codec: str = "libsvtav1", crf: int | None = None,
+                 chunks_size: int = 1000):
+        self._root = Path(root)
+        self._spec = spec
+        self._codec = fmt.video_codec(codec)
+        self._quality = self._codec.default_quality if crf is None else int(crf)
+        if not 0 <= self._quality <= self._codec.max_quality:
+            raise ValueError(f"crf: expected 0..{self._codec.max_quality} for {codec}, got {crf}")
+        if chunks_size < 1:
+            raise ValueError(f"chunks_size: expected >= 1, got {chunks_size}")
+        self._chunks_size = chunks_size
+        self._rows: list[dict[str, Any]] = []
+        self._tasks: list[str] = []
+        self._stats: fmt.Stats = {}
+        self._episode: _Episode | None = None
+        self._closed = False
+        self._lock = self._acquire_lock()
+        try:
+            if (self._root / fmt.INFO_PATH).exists():
+                self._open_existing()
+            else:
+                self._create()
+        except BaseException:
+            self._lock.close()
+            raise
+
+    # ------------------------------------------------------------ public API
+
+    @property
+    def root(self) -> Path:
+        """The dataset folder."""
+        return self._root
+
+    @property
+    def spec(self) -> DatasetSpec:
+        """What each frame holds."""
+        return self._spec
+
+    @property
+    def recording(self) -> bool:
+        """True between :meth:`start_episode` and :meth:`end_episode` / :meth:`discard_episode`."""
+        return self._episode is not None
+
+    @property
+    def num_episodes(self) -> int:
+        """Committed episodes in the dataset."""
+        return len(self._rows)
+
+    def start_episode(self, task: str) -> None:
+        """Begin recording an episode of ``task`` (a natural-language instruction)."""
+        if self._closed:
+            raise RuntimeError("the dataset writer is closed")
+        if self._episode is not None:
+            raise RuntimeError("an episode is already being recorded; end or discard it first")
+        if not isinstance(task, str) or not task.strip():
+            raise ValueError(f"task: expected a non-empty string, got {task!r}")
+        index = len(self._rows)
+        task_index = self._tasks.index(task) if task in self._tasks else len(self._tasks)
+        episode = _Episode(index, task, task_index, *fmt.chunk_and_file(index, self._chunks_size))
+        self._episode = episode
+        try:
+            for (name, height, width), (path, _) in zip(self._spec.cameras, self._episode_paths(episode)[1:],
+                                                        strict=True):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                episode.encoders[name] = _VideoEncoder(path, height, width, self._spec.fps, self._codec,
+                                                       self._quality)
+                episode.image_stats[name] = _ImageStats()
+                episode.image_capture_ns[name] = []
+        except Exception as exc:
+            self._abandon(exc, "starting")
+
+    def add_frame(self, *, state: np.ndarray, action: np.ndarray, images: Mapping[str, np.ndarray],
+                  state_capture_ns: int, image_capture_ns: Mapping[str, int]) -> None:
+        """Append one frame: joint state, the action actually sent, one RGB image per camera."""
+        episode = self._require_episode()
+        state_row, action_row = self._check_frame(state, action, images, image_capture_ns)
+        try:
+            for name, encoder in episode.encoders.items():
+                encoder.encode(images[name], episode.length)
+                episode.image_stats[name].update(images[name])
+                episode.image_capture_ns[name].append(int(image_capture_ns[name]))
+        except Exception as exc:
+            self._abandon(exc, f"encoding frame {episode.length} of")
+        episode.states.append(state_row)
+        episode.actions.append(action_row)
+        episode.state_capture_ns.append(int(state_capture_ns))
+
+    def end_episode(self, success: bool, metadata: Mapping[str, Any] | None = None) -> int:
+        """Finish and commit the episode; returns its index. ``metadata`` must be JSON-serialisable."""
+        episode = self._require_episode()
+        if episode.length == 0:
+            raise ValueError("the episode has no frames; add frames or discard it")
+        try:
+            metadata_json = json.dumps(dict(metadata or {}), sort_keys=True)
+        except TypeError as exc:
+            raise ValueError(f"metadata: expected JSON-serialisable values: {exc}") from exc
+        try:
+            row = self._commit_files(episode, bool(success), metadata_json)
+        except Exception as exc:
+            self._abandon(exc, "finishing")
+        try:
+            self._publish(row)
+        except Exception as exc:
+            fmt.episodes_path(self._root, episode.chunk_index, episode.file_index).unlink(missing_ok=True)
+            self._abandon(exc, "updating the dataset summary for")
+        self._episode = None
+        return episode.index
+
+    def discard_episode(self) -> None:
+        """Drop the episode being recorded and its files (does nothing when none is)."""
+        episode, self._episode = self._episode, None
+        if episode is not None:
+            self._remove_episode_files(episode)
+
+    def close(self) -> None:
+        """Discard an unfinished episode, release the folder and refuse further episodes."""
+        self.discard_episode()
+        self._closed = True
+        self._lock.close()
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ opening
+
+    def _acquire_lock(self):
+        """An exclusive lock on the folder (released by close() or when the process dies)."""
+        self._root.mkdir(parents=True, exist_ok=True)
+        lock = open(self._root / LOCK_NAME, "a")  # noqa: SIM115 - held open until close()
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise DatasetError(f"{self._root}: another DatasetWriter has this dataset open") from None
+        return lock
+
+    def _create(self) -> None:
+        if any((self._root / "meta" / "episodes").glob("chunk-*/file-*.parquet")):
+            raise DatasetError(f"{self._root}: meta/episodes exists but meta/info.json is missing")
+        self._write_summary(self._rows, self._tasks, self._stats)
+
+    def _open_existing(self) -> None:
+        info = fmt.read_json(self._root / fmt.INFO_PATH)
+        if info.get("codebase_version") != fmt.CODEBASE_VERSION:
+            raise DatasetError(f"{self._root}: codebase_version {info.get('codebase_version')!r}, "
+                               f"expected {fmt.CODEBASE_VERSION!r}")
+        fmt.check_spec(fmt.spec_from_info(info), self._spec)
+        recorded_codec = fmt.codec_name_from_info(info)
+        if recorded_codec is not None and recorded_codec != self._codec.name:
+            raise DatasetSpecMismatch("codec", recorded_codec, self._codec.name)
+        self._chunks_size = int(info["chunks_size"])
+        self._rows = fmt.load_episode_rows(self._root)
+        self._tasks = fmt.tasks_from_episodes(self._rows)
+        self._stats = fmt.aggregate_stats([fmt.stats_from_row(row) for row in self._rows])
+        self._remove_unreferenced_files()
+        totals = (info.get("total_episodes"), info.get("total_frames"), info.get("total_tasks"))
+        stale = totals != (len(self._rows), self._total_frames(self._rows), len(self._tasks))
+        if stale or fmt.read_tasks(self._root) != self._tasks or not (self._root / fmt.STATS_PATH).exists():
+            _LOG.warning("%s: meta/info.json is stale; rebuilding it from meta/episodes", self._root)
+            self._write_summary(self._rows, self._tasks, self._stats)
+
+    def _remove_unreferenced_files(self) -> None:
+        video_keys = [fmt.image_key(name) for name in self._spec.camera_names]
+        keep = {path for row in self._rows for path in fmt.episode_files(self._root, row, video_keys)}
+        candidates = [*self._root.glob("data/chunk-*/file-*.parquet"),
+                      *self._root.glob("videos/*/chunk-*/file-*.mp4")]
+        for folder in ("data", "videos", "meta"):
+            candidates.extend((self._root / folder).rglob("*" + fmt.PARTIAL_SUFFIX))
+        for path in candidates:
+            if path not in keep:
+                _LOG.info("removing %s (not part of a committed episode)", path)
+                path.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------ episode internals
+
+    def _require_episode(self) -> _Episode:
+        if self._episode is None:
+            raise RuntimeError("no episode is being recorded; call start_episode first")
+        return self._episode
+
+    def _check_frame(self, state: np.ndarray, action: np.ndarray, images: Mapping[str, np.ndarray],
+                     image_capture_ns: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray]:
+        joints = len(self._spec.joint_names)
+        state_row = np.asarray(state, dtype=np.float32).reshape(-1)
+        action_row = np.asarray(action, dtype=np.float32).reshape(-1)
+        for key, row in (("state", state_row), ("action", action_row)):
+            if row.shape != (joints,):
+                raise ValueError(f"{key}: expected {joints} values ({', '.join(self._spec.joint_names)}), "
+                                 f"got shape {np.shape(state if key == 'state' else action)}")
+        expected = set(self._spec.camera_names)
+        for key, given in (("images", images), ("image_capture_ns", image_capture_ns)):
+            if set(given) != expected:
+                raise ValueError(f"{key}: expected cameras {sorted(expected)}, got {sorted(given)}")
+        for name, height, width in self._spec.cameras:
+            image = images[name]
+            is_rgb = isinstance(image, np.ndarray) and image.dtype == np.uint8
+            if not is_rgb or image.shape != (height, width, 3):
+                raise ValueError(f"images[{name!r}]: expected a uint8 ({height}, {width}, 3) RGB array, got "
+                                 f"{getattr(image, 'dtype', type(image).__name__)} {np.shape(image)}")
+        return state_row, action_row
+
+    def _episode_paths(self, episode: _Episode) -> list[tuple[Path, Path]]:
+        """(partial, final) path pairs of the episode's data and video files."""
+        data = fmt.data_path(self._root, episode.chunk_index, episode.file_index)
+        pairs = [(fmt.partial_path(data), data)]
+        for name in self._spec.camera_names:
+            final = fmt.video_path(self._root, name, episode.chunk_index, episode.file_index)
+            pairs.append((fmt.partial_path(final), final))
+        return pairs
+
+    def _frames_table(self, episode: _Episode) -> pa.Table:
+        joints = len(self._spec.joint_names)
+        start = self._total_frames(self._rows)
+        frame_index = np.arange(episode.length, dtype=np.int64)
+
+        def vectors(rows: list[np.ndarray]) -> pa.Array:
+            flat = pa.array(np.stack(rows).reshape(-1), pa.float32())
+            return pa.FixedSizeListArray.from_arrays(flat, joints)
+
+        columns: dict[str, pa.Array] = {
+            fmt.STATE_KEY: vectors(episode.states),
+            fmt.ACTION_KEY: vectors(episode.actions),
+            "timestamp": pa.array((frame_index / self._spec.fps).astype(np.float32)),
+            "frame_index": pa.array(frame_index),
+            "episode_index": pa.array(np.full(episode.length, episode.index, dtype=np.int64)),
+            "index": pa.array(start + frame_index),
+            "task_index": pa.array(np.full(episode.length, episode.task_index, dtype=np.int64)),
+            fmt.capture_key(fmt.STATE_KEY): pa.array(np.asarray(episode.state_capture_ns, np.int64)),
+        }
+        for name, stamps in episode.image_capture_ns.items():
+            columns[fmt.capture_key(fmt.image_key(name))] = pa.array(np.asarray(stamps, np.int64))
+        return pa.table(columns)
+
+    def _episode_stats(self, episode: _Episode, table: pa.Table) -> fmt.Stats:
+        stats: fmt.Stats = {}
+        for column in table.column_names:
+            values = table.column(column).combine_chunks()
+            if pa.types.is_fixed_size_list(values.type):
+                array = values.values.to_numpy().reshape(len(values), -1)
+            else:
+                array = values.to_numpy()
+            stats[column] = fmt.array_stats(array)
+        for name, accumulator in episode.image_stats.items():
+            stats[fmt.image_key(name)] = accumulator.stats()
+        return stats
+
+    def _commit_files(self, episode: _Episode, success: bool, metadata_json: str) -> dict[str, Any]:
+        """Finish the files, rename them into place, and write the episode row (the commit)."""
+        for encoder in episode.encoders.values():
+            encoder.close()
+        table = self._frames_table(episode)
+        pairs = self._episode_paths(episode)
+        pairs[0][0].parent.mkdir(parents=True, exist_ok=True)
+        _write_data_file(table, pairs[0][0])
+        for partial, final in pairs:
+            fmt.replace_durably(partial, final)
+        row = self._episode_row(episode, success, metadata_json, self._episode_stats(episode, table))
+        path = fmt.episodes_path(self._root, episode.chunk_index, episode.file_index)
+        fmt.atomic_write_bytes(path, fmt.table_to_parquet_bytes(pa.Table.from_pylist([row])))
+        return row
+
+    def _episode_row(self, episode: _Episode, success: bool, metadata_json: str,
+                     stats: fmt.Stats) -> dict[str, Any]:
+        start = self._total_frames(self._rows)
+        row: dict[str, Any] = {
+            "episode_index": episode.index, "tasks": [episode.task], "length": episode.length,
+            "data/chunk_index": episode.chunk_index, "data/file_index": episode.file_index,
+            "dataset_from_index": start, "dataset_to_index": start + episode.length,
+        }
+        for name in self._spec.camera_names:
+            key = fmt.image_key(name)
+            row[f"videos/{key}/chunk_index"] = episode.chunk_index
+            row[f"videos/{key}/file_index"] = episode.file_index
+            row[f"videos/{key}/from_timestamp"] = 0.0
+            row[f"videos/{key}/to_timestamp"] = episode.length / self._spec.fps
+        row["meta/episodes/chunk_index"] = episode.chunk_index
+        row["meta/episodes/file_index"] = episode.file_index
+        row.update(fmt.stats_to_row(stats))
+        row[fmt.SUCCESS_COLUMN] = success
+        row[fmt.METADATA_COLUMN] = metadata_json
+        return row
+
+    def _publish(self, row: dict[str, Any]) -> None:
+        """Rewrite the summaries for the committed row; only then adopt it in memory."""
+        rows = [*self._rows, row]
+        tasks = fmt.tasks_from_episodes(rows)
+        stats = fmt.aggregate_stats([self._stats, fmt.stats_from_row(row)])
+        self._write_summary(rows, tasks, stats)
+        self._rows, self._tasks, self._stats = rows, tasks, stats
+
+    def _write_summary(self, rows: list[dict[str, Any]], tasks: list[str], stats: fmt.Stats) -> None:
+        """tasks.parquet, stats.json, then info.json (its totals mark the summary as fresh)."""
+        tasks_parquet = fmt.table_to_parquet_bytes(fmt.tasks_table(tasks))
+        fmt.atomic_write_bytes(self._root / fmt.TASKS_PATH, tasks_parquet)
+        fmt.atomic_write_json(self._root / fmt.STATS_PATH, fmt.stats_to_json(stats))
+        info = fmt.build_info(self._spec, self._codec, self._chunks_size, total_episodes=len(rows),
+                              total_frames=self._total_frames(rows), total_tasks=len(tasks))
+        fmt.atomic_write_json(self._root / fmt.INFO_PATH, info)
+
+    @staticmethod
+    def _total_frames(rows: list[dict[str, Any]]) -> int:
+        return sum(int(row["length"]) for row in rows)
+
+    def _remove_episode_files(self, episode: _Episode) -> None:
+        for encoder in episode.encoders.values():
+            encoder.abort()
+        for partial, final in self._episode_paths(episode):
+            partial.unlink(missing_ok=True)
+            final.unlink(missing_ok=True)
+
+    def _abandon(self, exc: Exception, doing: str) -> NoReturn:
+        """Remove the episode's files and raise :class:`DatasetWriteError` from ``exc``."""
+        episode, self._episode = self._episode, None
+        try:
+            self._remove_episode_files(episode)
+        except OSError as cleanup_exc:  # what is left is removed when the dataset is next opened
+            _LOG.error("could not remove the files of abandoned episode %d: %s", episode.index, cleanup_exc)
+        raise DatasetWriteError(f"{self._root}: {doing} episode {episode.index} failed, the episode was "
+                                f"abandoned and earlier episodes are intact: {exc}") from exc
