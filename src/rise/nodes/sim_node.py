@@ -7,6 +7,10 @@ JointTrajectoryController: linear interpolation to the points in time, partial g
 bad trajectories refused with a log line that says why. Task state: ``/rise/sim/status``
 (std_msgs/String, JSON, latched); new episode: ``/rise/sim/reset`` (std_srvs/Trigger).
 
+With ``expert_teleop`` the task's scripted expert is the teleop device: it publishes on
+``/rise/teleop/command`` and, with ``record``, runs episodes unattended through the recorder's
+services (start, then stop with the success label when the task ends, then a new episode).
+
 Run: ``ros2 run rise rise_sim --ros-args -p task:=brick_sort``
 """
 
@@ -16,11 +20,13 @@ import json
 import math
 import time
 
+import numpy as np
+from builtin_interfaces.msg import Duration
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import String
-from std_srvs.srv import Trigger
-from trajectory_msgs.msg import JointTrajectory
+from std_srvs.srv import SetBool, Trigger
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from rise.hardware.trajectory import TrajectoryError, TrajectoryFollower
 from rise.nodes.node_main import run_node
@@ -50,6 +56,10 @@ class SimNode(Node):
         task = declare(self, "task", "", "simulated task (empty: the experiment config's task)")
         task = task or experiment.task
         self._seed = declare(self, "seed", experiment.seed, "seed of the first episode (then +1 per reset)")
+        self._expert_teleop = declare(self, "expert_teleop", False, "the scripted expert publishes on "
+                                      "/rise/teleop/command (unattended demos)")
+        self._record = declare(self, "record", False, "with expert_teleop: record each episode through "
+                               "the recorder's services")
         self.env = SimEnv(task, self.robot)
         self.env.reset(seed=self._seed)
         self.follower = TrajectoryFollower(self.env.joint_names, self.env.joint_positions())
@@ -66,6 +76,7 @@ class SimNode(Node):
         self.create_subscription(JointTrajectory, topic, self._on_trajectory, COMMAND)
         self.create_service(Trigger, "/rise/sim/reset", self._on_reset)
         self._last_status = None
+        self._episode = EpisodeLoop(self) if self._expert_teleop else None
         self.create_timer(1.0 / self.robot.control_rate_hz, self._tick)
         self.get_logger().info(f"simulating {task} on {self.robot.name}; commands on {topic}")
 
@@ -85,11 +96,14 @@ class SimNode(Node):
             self.get_logger().warning(f"trajectory refused: {error}")
 
     def _on_reset(self, _request, response):
-        self._seed += 1
-        self.env.reset(seed=self._seed)
-        self.follower = TrajectoryFollower(self.env.joint_names, self.env.joint_positions())
+        self.new_episode()
         response.success, response.message = True, f"episode reset with seed {self._seed}"
         return response
+
+    def new_episode(self) -> None:
+        """New objects; the arm stays where it is (a live robot does not teleport)."""
+        self._seed += 1
+        self.env.reset(seed=self._seed, keep_arm=True)
 
     def _tick(self) -> None:
         now = self._now_s()
@@ -103,6 +117,8 @@ class SimNode(Node):
         self._publish_images(now)
         status = {k: info[k] for k in ("task", "success", "failed", "score", "tick")}
         status["done"] = bool(terminated or truncated)
+        if self._episode is not None:
+            self._episode.tick(status)
         if status != self._last_status:
             self._status.publish(String(data=json.dumps(status)))
             self._last_status = status
@@ -123,6 +139,59 @@ class SimNode(Node):
     def destroy_node(self):
         self.env.close()
         return super().destroy_node()
+
+
+class EpisodeLoop:
+    """The scripted expert as a teleop device, with unattended episodes (see the module doc)."""
+
+    def __init__(self, node: SimNode):
+        self.node = node
+        self.command = node.create_publisher(JointTrajectory, "/rise/teleop/command", COMMAND)
+        self.start = node.create_client(Trigger, "/rise/recorder/start_episode")
+        self.stop = node.create_client(SetBool, "/rise/recorder/stop_episode")
+        self.phase = "starting"
+        self.pending = None
+        self.expert = None
+        self.episodes = 0
+
+    def tick(self, status: dict) -> None:
+        node = self.node
+        if self.pending is not None and not self.pending.done():
+            return
+        if self.phase == "starting":
+            if node._record and self.pending is None:
+                if not self.start.service_is_ready():
+                    return
+                self.pending = self.start.call_async(Trigger.Request())
+                return
+            if self.pending is not None and not self.pending.result().success:
+                node.get_logger().warning(f"recorder refused to start: {self.pending.result().message}")
+            self.pending = None
+            self.expert = node.env.task.expert(node.env, np.random.default_rng(node._seed))
+            self.phase = "running"
+        if self.phase == "running":
+            if status["done"]:
+                self.phase = "stopping"
+                if node._record:
+                    self.pending = self.stop.call_async(SetBool.Request(data=bool(status["success"])))
+                return
+            self._publish(self.expert.act(node.env))
+            return
+        # stopping: the recorder has answered (or there is none); next episode
+        if self.pending is not None:
+            node.get_logger().info(f"episode {self.episodes}: success={status['success']} "
+                                   f"score={status['score']}: {self.pending.result().message}")
+        self.pending = None
+        self.episodes += 1
+        node.new_episode()
+        self.phase = "starting"
+
+    def _publish(self, action) -> None:
+        message = JointTrajectory(joint_names=list(self.node.env.joint_names))
+        period_ns = int(1e9 / self.node.robot.control_rate_hz)
+        message.points = [JointTrajectoryPoint(positions=[float(v) for v in action],
+                                               time_from_start=Duration(sec=0, nanosec=period_ns))]
+        self.command.publish(message)
 
 
 def main(args=None) -> int:

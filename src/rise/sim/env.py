@@ -65,17 +65,20 @@ class SimEnv:
     def control_period_s(self) -> float:
         return 1.0 / self.robot.control_rate_hz
 
-    def reset(self, seed: int | None = None) -> tuple[dict, dict]:
-        """Start a new episode: arm at home, task objects randomised. Returns (observation, info)."""
+    def reset(self, seed: int | None = None, keep_arm: bool = False) -> tuple[dict, dict]:
+        """Start a new episode: task objects randomised, the arm at home (or where it is, with
+        ``keep_arm``: a live robot does not teleport). Returns (observation, info)."""
         if seed is not None:
             self._rng = np.random.default_rng(seed)
+        arm = self.joint_positions() if keep_arm else self._home
+        target = self._target.copy() if keep_arm else self._home
         mujoco.mj_resetData(self.model, self.data)
-        self.data.qpos[self._qpos] = self._home
-        self.data.ctrl[self._actuators] = self._home
+        self.data.qpos[self._qpos] = arm
+        self.data.ctrl[self._actuators] = target
         self._sync_mimic()
         self.task.reset(self.model, self.data, self._rng)
         mujoco.mj_forward(self.model, self.data)
-        self._target = self._home.copy()
+        self._target = target
         self.tick = 0
         return self.observation(), self._info()
 

@@ -1,0 +1,204 @@
+"""Recorder node: records synchronised episodes into a LeRobot v3 dataset.
+
+Subscribes to every camera of the robot config (``/cameras/<name>/image_raw``), ``/joint_states``
+and ``/rise/arm/command_sent`` (the command actually sent = the action), matches them by capture
+stamp (:class:`rise.data.recorder.Recorder`, the same code ``rise collect`` uses) and writes
+episodes on:
+
+- ``/rise/recorder/start_episode`` (std_srvs/Trigger)
+- ``/rise/recorder/stop_episode`` (std_srvs/SetBool, data = success)
+- ``/rise/recorder/discard_episode`` (std_srvs/Trigger)
+
+State on ``/rise/recorder/status`` (std_msgs/String, JSON, latched). Encoding runs on a worker
+thread, so subscriptions never wait for the video encoder; a write error (e.g. a full disk) ends
+the episode cleanly with an error and earlier episodes stay readable.
+
+Run: ``ros2 run rise rise_recorder --ros-args -p output:=/data/demos -p instruction:="pick the cube"``
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from pathlib import Path
+
+import numpy as np
+from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import String
+from std_srvs.srv import SetBool, Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from rise.data.collect import dataset_spec
+from rise.data.recorder import COMMAND_STREAM, STATE_STREAM, EmptyEpisodeError, Recorder
+from rise.data.writer import DatasetError, DatasetWriter
+from rise.nodes.node_main import run_node
+from rise.nodes.parameters import declare, declare_configs
+from rise.nodes.qos import COMMAND, LATCHED, SENSOR, STATE
+from rise.nodes.ros_image import from_image
+
+SERVICE_TIMEOUT_S = 60.0  # stopping flushes the encoders: allow for long episodes
+
+
+def stamp_ns(header) -> int:
+    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+
+
+class RecorderNode(Node):
+    def __init__(self):
+        super().__init__("recorder")
+        self.robot, experiment = declare_configs(self)
+        default_root = str(Path(experiment.data_dir) / experiment.task)
+        root = Path(declare(self, "output", default_root, "dataset folder (appended to if it exists)"))
+        self._instruction = declare(self, "instruction", "", "task instruction stored with episodes "
+                                    "(empty: the simulated task's)", read_only=False)
+        codec = declare(self, "codec", "libsvtav1", "video codec: libsvtav1, h264 or mpeg4")
+        if not self._instruction:
+            from rise.sim.tasks import make_task
+
+            self._instruction = make_task(experiment.task).instruction
+        self._writer = DatasetWriter(root, dataset_spec(self.robot), codec=codec)
+        period_ns = int(1e9 / self.robot.control_rate_hz)
+        self._recorder = Recorder(self._writer, tolerance_ns=period_ns // 2)
+        self._names = self.robot.arm.joint_names
+        self._work: queue.Queue = queue.Queue(maxsize=2000)
+        self._overflow = 0
+        self._status = self.create_publisher(String, "/rise/recorder/status", LATCHED)
+        self._state = {"recording": False, "episodes": self._writer.num_episodes, "root": str(root)}
+        for camera in self.robot.camera_names:
+            self.create_subscription(Image, f"/cameras/{camera}/image_raw",
+                                     lambda m, c=camera: self._on_image(c, m), SENSOR)
+        self.create_subscription(JointState, "/joint_states", self._on_joint_state, STATE)
+        self.create_subscription(JointTrajectory, "/rise/arm/command_sent", self._on_command, COMMAND)
+        self.create_service(Trigger, "/rise/recorder/start_episode", self._on_start)
+        self.create_service(SetBool, "/rise/recorder/stop_episode", self._on_stop)
+        self.create_service(Trigger, "/rise/recorder/discard_episode", self._on_discard)
+        self._worker = threading.Thread(target=self._run, name="recorder-writer", daemon=True)
+        self._worker.start()
+        self._publish_status()
+        self.get_logger().info(f"recording to {root} ({self._writer.num_episodes} episodes so far)")
+
+    # -- subscriptions: enqueue only -------------------------------------------------------
+    def _enqueue(self, item) -> None:
+        try:
+            self._work.put_nowait(item)
+        except queue.Full:
+            self._overflow += 1
+            self.get_logger().error("recorder queue full: the writer cannot keep up, sample dropped",
+                                    throttle_duration_sec=1.0)
+
+    def _on_image(self, camera: str, message: Image) -> None:
+        if self._recorder.recording:
+            try:
+                pixels = np.array(from_image(message))  # copy: the message buffer is reused
+            except ValueError as error:
+                self.get_logger().warning(f"{camera}: image ignored: {error}", throttle_duration_sec=1.0)
+                return
+            self._enqueue(("sample", camera, stamp_ns(message.header), pixels))
+
+    def _on_joint_state(self, message: JointState) -> None:
+        if self._recorder.recording:
+            index = {name: i for i, name in enumerate(message.name)}
+            if all(n in index for n in self._names) and len(message.position) == len(message.name):
+                positions = np.array([message.position[index[n]] for n in self._names], np.float32)
+                self._enqueue(("sample", STATE_STREAM, stamp_ns(message.header), positions))
+
+    def _on_command(self, message: JointTrajectory) -> None:
+        if self._recorder.recording and message.points and list(message.joint_names) == list(self._names):
+            action = np.array(message.points[0].positions, np.float32)
+            self._enqueue(("sample", COMMAND_STREAM, stamp_ns(message.header), action))
+
+    # -- services: run on the worker, wait with a deadline ---------------------------------
+    def _call(self, action: str, *args) -> tuple[bool, str]:
+        done = threading.Event()
+        result: list = []
+        self._work.put((action, done, result, *args))
+        if not done.wait(SERVICE_TIMEOUT_S):
+            return False, f"{action} did not finish within {SERVICE_TIMEOUT_S:g} s"
+        return result[0]
+
+    def _on_start(self, _request, response):
+        response.success, response.message = self._call("start")
+        return response
+
+    def _on_stop(self, request, response):
+        response.success, response.message = self._call("stop", bool(request.data))
+        return response
+
+    def _on_discard(self, _request, response):
+        response.success, response.message = self._call("discard")
+        return response
+
+    # -- the worker thread: the only one touching the Recorder's files ----------------------
+    def _run(self) -> None:
+        while True:
+            item = self._work.get()
+            if item is None:
+                return
+            if item[0] == "sample":
+                self._sample(*item[1:])
+                continue
+            action, done, result, *args = item
+            result.append(self._control(action, *args))
+            done.set()
+
+    def _sample(self, stream: str, stamp: int, payload) -> None:
+        if not self._recorder.recording:
+            return
+        try:
+            self._recorder.on_sample(stream, stamp, payload)
+        except DatasetError as error:
+            self.get_logger().error(f"episode aborted: {error}")
+            self._state["last_error"] = str(error)
+            self._publish_status()
+
+    def _control(self, action: str, *args) -> tuple[bool, str]:
+        try:
+            if action == "start":
+                if self._recorder.recording:
+                    return False, "an episode is already being recorded"
+                self._recorder.start_episode(self._instruction)
+                message = f"recording episode {self._writer.num_episodes}"
+            elif action == "stop":
+                if not self._recorder.recording:
+                    return False, "no episode is being recorded"
+                report = self._recorder.stop_episode(args[0], metadata={"overflow": self._overflow})
+                self._state["last_episode"] = {"index": report.episode_index, "frames": report.frames,
+                                               "dropped": report.dropped, "late": report.late,
+                                               "success": args[0]}
+                message = (f"episode {report.episode_index} saved: {report.frames} frames, "
+                           f"{report.dropped} dropped, {report.late} late")
+            else:
+                if not self._recorder.recording:
+                    return False, "no episode is being recorded"
+                self._recorder.discard_episode()
+                message = "episode discarded"
+        except (DatasetError, EmptyEpisodeError, OSError) as error:
+            self._state["last_error"] = str(error)
+            self.get_logger().error(f"{action} failed: {error}")
+            return False, str(error)
+        finally:
+            self._state.update(recording=self._recorder.recording, episodes=self._writer.num_episodes)
+            self._publish_status()
+        self.get_logger().info(message)
+        return True, message
+
+    def _publish_status(self) -> None:
+        self._status.publish(String(data=json.dumps(self._state)))
+
+    def destroy_node(self):
+        self._work.put(None)
+        self._worker.join(timeout=10.0)
+        if self._recorder.recording:
+            self._recorder.discard_episode()  # an unfinished episode is never left half-written
+        self._writer.close()
+        return super().destroy_node()
+
+
+def main(args=None) -> int:
+    return run_node(RecorderNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
