@@ -54,6 +54,13 @@ class RecorderNode(Node):
         self._instruction = declare(self, "instruction", "", "task instruction stored with episodes "
                                     "(empty: the simulated task's)", read_only=False)
         codec = declare(self, "codec", "libsvtav1", "video codec: libsvtav1, h264 or mpeg4")
+        self._bag = None
+        if declare(self, "mcap", False, "also record every topic raw into <output>/bags/episode_NNNNNN "
+                   "(rosbag2 MCAP)"):
+            from rise.nodes.raw_bag import RawBag
+
+            self._bag = RawBag(self, self.robot.camera_names)
+        self._root = root
         if not self._instruction:
             from rise.sim.tasks import make_task
 
@@ -159,11 +166,20 @@ class RecorderNode(Node):
                 if self._recorder.recording:
                     return False, "an episode is already being recorded"
                 self._recorder.start_episode(self._instruction)
+                if self._bag is not None:
+                    self._bag.start(self._root / "bags" / f"episode_{self._writer.num_episodes:06d}")
                 message = f"recording episode {self._writer.num_episodes}"
             elif action == "stop":
                 if not self._recorder.recording:
                     return False, "no episode is being recorded"
-                report = self._recorder.stop_episode(args[0], metadata={"overflow": self._overflow})
+                try:
+                    report = self._recorder.stop_episode(args[0], metadata={"overflow": self._overflow})
+                except Exception:
+                    if self._bag is not None:
+                        self._bag.stop(keep=False)  # the episode was not saved: neither is its bag
+                    raise
+                if self._bag is not None:
+                    self._bag.stop(keep=True)
                 self._state["last_episode"] = {"index": report.episode_index, "frames": report.frames,
                                                "dropped": report.dropped, "late": report.late,
                                                "success": args[0]}
@@ -173,6 +189,8 @@ class RecorderNode(Node):
                 if not self._recorder.recording:
                     return False, "no episode is being recorded"
                 self._recorder.discard_episode()
+                if self._bag is not None:
+                    self._bag.stop(keep=False)
                 message = "episode discarded"
         except (DatasetError, EmptyEpisodeError, OSError) as error:
             self._state["last_error"] = str(error)
