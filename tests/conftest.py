@@ -57,11 +57,13 @@ def ros_node(request):
 
 
 @pytest.fixture
-def spawn():
-    """Start subprocesses (inheriting the isolated ROS environment); all are stopped at teardown."""
+def spawn(tmp_path):
+    """Start subprocesses (inheriting the isolated ROS environment, working in the test's own
+    temporary folder so relative outputs never land in the checkout); all are stopped at teardown."""
     started: list[subprocess.Popen] = []
 
     def start(args: list[str], **kwargs) -> subprocess.Popen:
+        kwargs.setdefault("cwd", tmp_path)
         process = subprocess.Popen(args, env=kwargs.pop("env", os.environ.copy()), **kwargs)
         started.append(process)
         return process

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,3 +66,12 @@ def read_lines(process: subprocess.Popen) -> list[str]:
 
     threading.Thread(target=pump, daemon=True).start()
     return lines
+
+
+def real_robot_yaml(tmp_path: Path, cameras: list[dict], name: str = "test_arm") -> Path:
+    """A real robot with the sim arm (load_robot checks the joints against the URDF) and ``cameras``."""
+    data = yaml.safe_load((ROOT / "config" / "robots" / "sim.yaml").read_text())
+    data.update(name=name, kind="real", cameras=cameras)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path

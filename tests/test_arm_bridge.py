@@ -1,6 +1,7 @@
 """In sim through the embedded runner: commands reach the arm through the safety filter.
 
-A plain rclpy node (this test) sends JointTrajectory messages as a teleop source would; the arm
+A plain rclpy node (this test) sends JointTrajectory messages as the policy would (deploy
+mode); the arm
 follows, an out-of-limit target is clipped and what was sent is published, and an e-stop holds
 the arm from the next control tick on.
 """
@@ -40,7 +41,7 @@ def trajectory(positions, seconds: float) -> JointTrajectory:
 @pytest.fixture
 def stack(spawn, ros_node):
     node, executor = ros_node
-    process = spawn([sys.executable, "-m", "rise.cli", "up", "--robot", "sim", "--mode", "collect"],
+    process = spawn([sys.executable, "-m", "rise.cli", "up", "--robot", "sim", "--mode", "deploy"],
                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = read_lines(process)
 
@@ -60,7 +61,7 @@ def test_commands_pass_the_safety_filter_and_estop_holds(stack):
     node.create_subscription(JointTrajectory, "/rise/arm/command_sent",
                              lambda m: sent.append((time.monotonic(), m)), COMMAND)
     node.create_subscription(String, "/rise/arm/status", lambda m: status.append(json.loads(m.data)), LATCHED)
-    teleop = node.create_publisher(JointTrajectory, "/rise/teleop/command", COMMAND)
+    teleop = node.create_publisher(JointTrajectory, "/rise/policy/command", COMMAND)
 
     def spin_until(predicate, timeout_s, what):
         def spun():

@@ -11,7 +11,7 @@ import pytest
 from rise.bringup import NODE_TABLE, Mode, plan
 from rise.config import experiment_path, load_robot, robot_path
 from rise.runner import node_command, ros_args
-from support import ROOT, console_scripts
+from support import ROOT, console_scripts, real_robot_yaml
 
 
 def make_plan(mode: Mode, embedded: bool):
@@ -58,7 +58,7 @@ def test_runner_command_passes_name_and_parameters():
     launches = make_plan(Mode.DEPLOY, embedded=True)
     launch = next(l for l in launches if l.name == "monitor")
     command = node_command(launch)
-    assert command[1:3] == ["-m", "rise.nodes.monitor_node"]
+    assert command[1:4] == ["-m", "rise.nodes.start", "rise.nodes.monitor_node"]
     args = ros_args(launch)
     assert args[:3] == ["--ros-args", "-r", "__node:=monitor"]
     assert "mode:=deploy" in args
@@ -90,3 +90,24 @@ def test_launch_file_builds_the_same_nodes():
     opaque = description.entities[-1]
     nodes = opaque.execute(context)
     assert {n.node_name.split("/")[-1] for n in nodes if hasattr(n, "node_name")} >= expected
+
+
+def test_a_real_robot_gets_one_camera_node_per_camera_and_teleop(tmp_path):
+    video = str(tmp_path / "clip.avi")
+    robot_file = real_robot_yaml(tmp_path, [
+        {"name": name, "driver": "opencv", "width": 64, "height": 48, "device": video}
+        for name in ("front", "wrist")], name="my_arm")
+    collect = plan(load_robot(str(robot_file)), robot_file, Mode.COLLECT, experiment_path(None),
+                   embedded=True)
+    launches = {launch.name: launch for launch in collect}
+    assert {"camera_front", "camera_wrist", "teleop"} <= set(launches)
+    assert "camera" not in launches and "sim" not in launches
+    assert dict(launches["camera_wrist"].parameters)["camera"] == "wrist"
+    assert ros_args(launches["camera_front"])[:3] == ["--ros-args", "-r", "__node:=camera_front"]
+    assert dict(launches["teleop"].parameters)["device"] == "gamepad"
+    assert dict(launches["monitor"].parameters)["expected_nodes"] == list(launches)
+    deploy = [launch.name for launch in plan(load_robot(str(robot_file)), robot_file, Mode.DEPLOY,
+                                             experiment_path(None), embedded=True)]
+    assert "camera_front" in deploy and "teleop" not in deploy
+    sim = [launch.name for launch in make_plan(Mode.COLLECT, embedded=True)]
+    assert not any(name.startswith("camera") or name == "teleop" for name in sim)

@@ -15,7 +15,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from std_srvs.srv import Trigger
 
 from rise.bringup import NODE_TABLE
-from support import ROOT, call_service, console_scripts, read_lines, wait_for
+from support import ROOT, call_service, console_scripts, read_lines, real_robot_yaml, wait_for
 
 pytestmark = pytest.mark.ros
 
@@ -83,15 +83,28 @@ def test_rise_up_supervises_and_stops_cleanly(ros_node, spawn):
     assert not any("Traceback" in line for line in lines), "\n".join(lines)
 
 
+def script_args(script: str, tmp_path) -> list[str]:
+    """Arguments that let each console script start without hardware."""
+    if script == "rise":
+        return ["up"]
+    if script == "rise_camera":  # a camera that is not plugged in: the node waits for it
+        robot = real_robot_yaml(tmp_path, [{"name": "front", "driver": "opencv", "width": 64,
+                                            "height": 48, "device": "/dev/video99"}])
+        return ["--ros-args", "-p", f"robot_config:={robot}", "-p", "camera:=front"]
+    if script == "rise_teleop":
+        return ["--ros-args", "-p", "device:=leader_arm"]
+    return []
+
+
 @pytest.mark.parametrize("script", sorted(console_scripts()))
-def test_console_script_exits_cleanly_on_sigterm(script, ros_node, spawn):
+def test_console_script_exits_cleanly_on_sigterm(script, tmp_path, ros_node, spawn):
     node, _ = ros_node
     module = console_scripts()[script].split(":")[0]
-    args = ["up"] if script == "rise" else []
-    process = spawn([sys.executable, "-m", module, *args], stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT, text=True)
+    process = spawn([sys.executable, "-m", module, *script_args(script, tmp_path)],
+                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = read_lines(process)
     name = next((s.name for s in NODE_TABLE if s.executable == script), "monitor")
+    name = "camera_front" if script == "rise_camera" else name
     wait_for(lambda: name in node.get_node_names(), 30, f"{script}'s node {name!r} in the graph")
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 0, "\n".join(lines)
@@ -115,8 +128,8 @@ def test_two_suites_at_once_do_not_interfere(tmp_path):
     assert len(domains) == 2, "both runs got the same ROS_DOMAIN_ID"
 
 
-def test_demo_brings_the_stack_up_and_down():
+def test_demo_brings_the_stack_up_and_down(tmp_path):
     result = subprocess.run([sys.executable, "-m", "rise.cli", "demo", "--duration", "0.5"],
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "stack up in" in result.stdout and "alive  monitor" in result.stdout

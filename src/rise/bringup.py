@@ -40,6 +40,7 @@ class NodeSpec:
     module: str | None = None  # rise nodes: the module whose main() the embedded runner runs
     respawn: bool = False  # restart the node when it dies (launch's `respawn`)
     respawn_delay_s: float = 1.0
+    per_camera: bool = False  # one node per camera of the robot, named <name>_<camera>
 
     @property
     def embedded(self) -> bool:
@@ -76,6 +77,34 @@ NODE_TABLE: tuple[NodeSpec, ...] = (
         respawn=True,
     ),
     NodeSpec(
+        name="camera",
+        executable="rise_camera",
+        module="rise.nodes.camera_node",
+        description="one real camera (one node per camera, camera_<name>): "
+        "/cameras/<name>/image_raw + camera_info, /diagnostics",
+        modes=frozenset({Mode.COLLECT, Mode.DEPLOY}),
+        robot_kinds=frozenset({RobotKind.REAL}),
+        respawn=True,
+        per_camera=True,
+    ),
+    NodeSpec(
+        name="teleop",
+        executable="rise_teleop",
+        module="rise.nodes.teleop_node",
+        description="operator device (gamepad, leader arm; keyboard in its own terminal) -> "
+        "/rise/teleop/command; episode flags -> /rise/recorder/*, e-stop -> /rise/arm/estop",
+        modes=frozenset({Mode.COLLECT}),
+        robot_kinds=frozenset({RobotKind.REAL}),
+    ),
+    NodeSpec(
+        name="recorder",
+        executable="rise_recorder",
+        module="rise.nodes.recorder_node",
+        description="records synchronised cameras, /joint_states and /rise/arm/command_sent into a "
+        "LeRobot v3 dataset; /rise/recorder/{start,stop,discard}_episode, /rise/recorder/status",
+        modes=frozenset({Mode.COLLECT}),
+    ),
+    NodeSpec(
         name="robot_state_publisher",
         package="robot_state_publisher",
         executable="robot_state_publisher",
@@ -90,10 +119,18 @@ class NodeLaunch:
 
     spec: NodeSpec
     parameters: tuple[tuple[str, object], ...]
+    node_name: str = ""  # the ROS node name when it differs from the row's (per-camera nodes)
 
     @property
     def name(self) -> str:
-        return self.spec.name
+        return self.node_name or self.spec.name
+
+
+def _instances(spec: NodeSpec, robot: RobotConfig) -> list[tuple[str, tuple[tuple[str, object], ...]]]:
+    """(node name, extra parameters) of each node a row starts: one, or one per camera."""
+    if spec.per_camera:
+        return [(f"{spec.name}_{camera.name}", (("camera", camera.name),)) for camera in robot.cameras]
+    return [(spec.name, ())]
 
 
 def plan(
@@ -119,17 +156,24 @@ def plan(
         ("experiment_config", str(experiment_config)),
         ("mode", mode.value),
     )
+    names = [name for spec in specs for name, _ in _instances(spec, robot)]
     launches = []
     for spec in specs:
-        if spec.package == PACKAGE:
-            parameters = common
-            if spec.name == "monitor":
-                parameters += (("expected_nodes", [s.name for s in specs]),)
-            if spec.name == "arm_bridge":
-                parameters += (("source", "policy" if mode is Mode.DEPLOY else "teleop"),)
-        elif spec.name == "robot_state_publisher":
-            parameters = (("robot_description", urdf_xml),)
-        else:
-            parameters = ()
-        launches.append(NodeLaunch(spec, parameters))
+        for name, extra in _instances(spec, robot):
+            if spec.package == PACKAGE:
+                parameters = common + extra
+                if spec.name == "monitor":
+                    parameters += (("expected_nodes", names),)
+                if spec.name == "sim" and mode is Mode.COLLECT:
+                    # In sim the scripted expert is the teleop device and runs episodes unattended.
+                    parameters += (("expert_teleop", True), ("record", True))
+                if spec.name == "arm_bridge":
+                    parameters += (("source", "policy" if mode is Mode.DEPLOY else "teleop"),)
+                if spec.name == "teleop":
+                    parameters += (("device", "gamepad"),)  # a robot config field can come later
+            elif spec.name == "robot_state_publisher":
+                parameters = (("robot_description", urdf_xml),)
+            else:
+                parameters = ()
+            launches.append(NodeLaunch(spec, parameters, node_name=name))
     return launches

@@ -41,7 +41,7 @@ def node_command(launch: NodeLaunch) -> list[str]:
     if not launch.spec.embedded:
         raise ValueError(f"node {launch.name!r} belongs to package {launch.spec.package!r} and "
                          "needs a ROS 2 install; use `ros2 launch rise bringup.launch.py`")
-    return [sys.executable, "-m", launch.spec.module, *ros_args(launch)]
+    return [sys.executable, "-m", "rise.nodes.start", launch.spec.module, *ros_args(launch)]
 
 
 @dataclasses.dataclass

@@ -5,10 +5,11 @@ matches camera and joint-state samples by capture stamp; ``Recorder`` turns matc
 dataset frames. The ROS recorder node and ``rise collect`` both drive a ``Recorder``.
 """
 
-from rise.data.lerobot_format import CODECS, DatasetError, DatasetSpec, DatasetSpecMismatch
+from rise.data.lerobot_format import DatasetError, DatasetSpec, DatasetSpecMismatch
 from rise.data.reader import DatasetReader, Episode
 from rise.data.recorder import EmptyEpisodeError, EpisodeReport, Recorder
 from rise.data.sync import MatchedSet, StreamSynchronizer, SyncCounters
+from rise.data.video import CODECS
 from rise.data.writer import DatasetWriteError, DatasetWriter
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""LeRobot v3.0 on-disk layout: paths, ``info.json`` features, stats, tasks and episode metadata.
+"""LeRobot v3.0 on-disk layout: paths, ``info.json`` features, atomic writes, tasks, episode rows.
 
 The layout written by :class:`rise.data.DatasetWriter` (one episode per data file and per video
 file, which is valid v3.0 because readers locate files through ``meta/episodes``)::
@@ -12,7 +12,8 @@ file, which is valid v3.0 because readers locate files through ``meta/episodes``
 
 Everything here is pure functions over paths, dicts and pyarrow tables; no ROS, no encoders.
 Files are replaced atomically (temporary ``*.partial`` sibling, fsync, ``os.replace``, fsync of
-the folder), so a crash leaves either the old or the new version of a file.
+the folder), so a crash leaves either the old or the new version of a file. The stats themselves
+are computed in :mod:`rise.data.stats`; codecs and mp4 encoding/decoding are in :mod:`rise.data.video`.
 """
 
 from __future__ import annotations
@@ -22,14 +23,16 @@ import json
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pa_dataset
 import pyarrow.parquet as pq
+
+if TYPE_CHECKING:
+    from rise.data.video import VideoCodec  # annotations only: rise.data.video imports this module
 
 CODEBASE_VERSION = "v3.0"
 CHUNK_FILE_PATTERN = "chunk-{chunk_index:03d}/file-{file_index:03d}"
@@ -97,38 +100,6 @@ class DatasetSpec:
     def camera_names(self) -> tuple[str, ...]:
         """Camera names in spec order."""
         return tuple(camera[0] for camera in self.cameras)
-
-
-@dataclasses.dataclass(frozen=True)
-class VideoCodec:
-    """An encoder PyAV can open, its quality option, and the codec name LeRobot records."""
-
-    encoder: str  # PyAV/FFmpeg encoder name
-    name: str  # codec name as probed from the stream ("av1", "h264", "mpeg4")
-    quality_option: str  # encoder option the ``crf`` argument sets (lower = better, bigger)
-    default_quality: int  # its value when the caller gives none
-    max_quality: int  # largest accepted value (0 or 1 is the smallest)
-    options: tuple[tuple[str, str], ...]  # fixed encoder options (speed preset)
-
-
-CODECS: dict[str, VideoCodec] = {
-    "libsvtav1": VideoCodec("libsvtav1", "av1", "crf", 30, 63, (("preset", "11"),)),
-    "h264": VideoCodec("libx264", "h264", "crf", 23, 51, (("preset", "veryfast"),)),
-    "libx264": VideoCodec("libx264", "h264", "crf", 23, 51, (("preset", "veryfast"),)),
-    "mpeg4": VideoCodec("mpeg4", "mpeg4", "qscale", 3, 31, ()),
-}
-
-
-def video_codec(name: str) -> VideoCodec:
-    """The :class:`VideoCodec` for ``name``; ValueError listing the choices otherwise."""
-    if name not in CODECS:
-        raise ValueError(f"codec: expected one of {sorted(CODECS)}, got {name!r}")
-    return CODECS[name]
-
-
-def fps_fraction(fps: float) -> Fraction:
-    """``fps`` as an exact fraction (29.97 -> 2997/100), for stream rates and time bases."""
-    return Fraction(fps).limit_denominator(1001)
 
 
 def image_key(camera: str) -> str:
@@ -398,55 +369,3 @@ def episode_metadata(row: Mapping[str, Any]) -> dict[str, Any]:
     """The ``rise_metadata`` dict of an episode row ({} when absent)."""
     text = row.get(METADATA_COLUMN)
     return json.loads(text) if text else {}
-
-
-# ---------------------------------------------------------------- stats
-
-Stats = dict[str, dict[str, np.ndarray]]  # feature -> {"min", "max", "mean", "std", "count"}
-
-
-def array_stats(values: np.ndarray) -> dict[str, np.ndarray]:
-    """min/max/mean/std over frames of a (T,) or (T, D) array; scalars get shape (1,) like LeRobot."""
-    data = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
-    return {"min": data.min(axis=0), "max": data.max(axis=0), "mean": data.mean(axis=0),
-            "std": data.std(axis=0), "count": np.array([len(data)], dtype=np.int64)}
-
-
-def aggregate_stats(parts: Sequence[Stats]) -> Stats:
-    """Combine per-episode stats into dataset stats (count-weighted mean and pooled variance)."""
-    out: Stats = {}
-    for key in dict.fromkeys(k for part in parts for k in part):
-        items = [part[key] for part in parts if key in part]
-        counts = np.array([float(item["count"][0]) for item in items])
-        weights = counts.reshape((-1,) + (1,) * np.ndim(items[0]["mean"])) / counts.sum()
-        means = np.stack([item["mean"] for item in items])
-        variances = np.stack([np.square(item["std"]) for item in items])
-        mean = (weights * means).sum(axis=0)
-        variance = (weights * (variances + np.square(means - mean))).sum(axis=0)
-        out[key] = {"min": np.min(np.stack([item["min"] for item in items]), axis=0),
-                    "max": np.max(np.stack([item["max"] for item in items]), axis=0),
-                    "mean": mean, "std": np.sqrt(variance),
-                    "count": np.array([int(counts.sum())], dtype=np.int64)}
-    return out
-
-
-def stats_to_row(stats: Stats) -> dict[str, list]:
-    """Per-episode stats as episodes-metadata columns ``stats/<feature>/<stat>`` (LeRobot's names)."""
-    return {f"stats/{key}/{name}": np.asarray(value).tolist()
-            for key, item in stats.items() for name, value in item.items()}
-
-
-def stats_from_row(row: Mapping[str, Any]) -> Stats:
-    """Inverse of :func:`stats_to_row`."""
-    stats: Stats = {}
-    for column, value in row.items():
-        if column.startswith("stats/"):
-            key, name = column[len("stats/"):].rsplit("/", 1)
-            stats.setdefault(key, {})[name] = np.asarray(value)
-    return stats
-
-
-def stats_to_json(stats: Stats) -> dict[str, dict[str, list]]:
-    """Stats as the plain lists of ``stats.json``."""
-    return {key: {name: np.asarray(value).tolist() for name, value in item.items()}
-            for key, item in stats.items()}

@@ -11,8 +11,9 @@ Example::
 
 Episodes are found through ``meta/episodes`` only, so files of an unfinished episode (a writer
 killed mid-episode) are never seen. The reader never modifies the folder. Videos are decoded with
-PyAV (OpenCV silently reads no frames of AV1); decoding checks that every frame's presentation
-time is ``from_timestamp + i / fps`` and that the episode has exactly ``length`` frames.
+PyAV by :func:`rise.data.video.decode_video` (OpenCV silently reads no frames of AV1); decoding
+checks that every frame's presentation time is ``from_timestamp + i / fps`` and that the episode
+has exactly ``length`` frames.
 """
 
 from __future__ import annotations
@@ -22,42 +23,13 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from rise.data import lerobot_format as fmt
 from rise.data.lerobot_format import DatasetError, DatasetSpec
-
-
-def decode_video(path: Path, *, from_s: float, length: int, fps: float) -> Iterator[np.ndarray]:
-    """Yield ``length`` RGB uint8 frames of ``path`` starting at ``from_s``, checking their times.
-
-    Raises :class:`DatasetError` if a frame's time is off by more than a quarter frame or the
-    video ends early.
-    """
-    tolerance_s = 0.25 / fps
-    produced = 0
-    try:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            for frame in container.decode(stream):
-                time_s = float(frame.pts * stream.time_base)
-                if time_s < from_s - tolerance_s:
-                    continue
-                expected_s = from_s + produced / fps
-                if abs(time_s - expected_s) > tolerance_s:
-                    raise DatasetError(f"{path}: frame {produced} is at {time_s:.4f} s, expected "
-                                       f"{expected_s:.4f} s (missing or duplicated frame)")
-                yield frame.to_ndarray(format="rgb24")
-                produced += 1
-                if produced == length:
-                    return
-    except av.FFmpegError as exc:
-        raise DatasetError(f"{path}: cannot decode: {exc}") from exc
-    raise DatasetError(f"{path}: has {produced} frames from {from_s:.4f} s, the episode has {length}")
+from rise.data.video import decode_video
 
 
 class _LazyImages(Mapping):

@@ -1,5 +1,9 @@
 """Crash-safe LeRobot v3.0 dataset writer: parquet through pyarrow, mp4 through PyAV.
 
+The writer drives the episode lifecycle and crash safety; the on-disk layout is in
+:mod:`rise.data.lerobot_format`, the mp4 encoder in :mod:`rise.data.video`, the feature statistics
+in :mod:`rise.data.stats` and the buffered episode in :mod:`rise.data.episode_buffer`.
+
 Example::
 
     spec = DatasetSpec(fps=30, robot_type="sim", joint_names=("j1", "j2"), cameras=(("front", 96, 96),))
@@ -32,121 +36,23 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
-import av
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rise.data import lerobot_format as fmt
+from rise.data.episode_buffer import EpisodeBuffer
 from rise.data.lerobot_format import DatasetError, DatasetSpec, DatasetSpecMismatch
+from rise.data.stats import ImageStats, Stats, aggregate_stats, stats_from_row, stats_to_json, stats_to_row
+from rise.data.video import VideoEncoder as _VideoEncoder  # module-level name, patched in tests
+from rise.data.video import video_codec
 
 _LOG = logging.getLogger(__name__)
-_GOP_SIZE = 2  # LeRobot's default keyframe interval: cheap random access when training
 LOCK_NAME = ".rise_writer.lock"  # flock'ed by the open writer: one writer per dataset folder
-_STATS_PIXELS = 4096  # image stats use about this many pixels per frame (strided subsample)
 
 
 class DatasetWriteError(DatasetError):
     """Writing an episode failed; it was abandoned and earlier episodes are intact."""
-
-
-class _VideoEncoder:
-    """One camera's mp4 of one episode, frames streamed in with pts = frame index."""
-
-    def __init__(self, path: Path, height: int, width: int, fps: float, codec: fmt.VideoCodec,
-                 quality: int):
-        self.path = path
-        if codec.encoder == "libsvtav1":
-            os.environ.setdefault("SVT_LOG", "1")  # errors only: SVT-AV1 prints a banner per encoder
-        rate = fmt.fps_fraction(fps)
-        self._time_base = 1 / rate
-        self._container = av.open(str(path), mode="w", format="mp4")
-        try:
-            stream = self._container.add_stream(codec.encoder, rate=rate)
-            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-            stream.codec_context.time_base = self._time_base
-            stream.options = {**dict(codec.options), "g": str(_GOP_SIZE),
-                              codec.quality_option: str(quality)}
-        except Exception:
-            self._container.close()
-            raise
-        self._stream = stream
-
-    def encode(self, image: np.ndarray, frame_index: int) -> None:
-        """Encode one RGB uint8 (H, W, 3) frame."""
-        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-        frame.pts = frame_index
-        frame.time_base = self._time_base
-        self._container.mux(self._stream.encode(frame))
-
-    def close(self) -> None:
-        """Flush the encoder, finish the mp4 and fsync it."""
-        self._container.mux(self._stream.encode(None))
-        self._container.close()
-        fmt.fsync_file(self.path)
-
-    def abort(self) -> None:
-        """Close without caring whether the file is valid (it is about to be removed)."""
-        try:
-            self._stream.encode(None)  # end of stream: some encoders complain when closed without it
-        except Exception as exc:  # noqa: BLE001 - the file is discarded; the cause is logged
-            _LOG.debug("flushing abandoned video %s: %s", self.path, exc)
-        try:
-            self._container.close()
-        except Exception as exc:  # noqa: BLE001 - as above
-            _LOG.debug("closing abandoned video %s: %s", self.path, exc)
-
-
-class _ImageStats:
-    """Running per-channel min/max/mean/std of an image stream, in [0, 1] like LeRobot."""
-
-    def __init__(self):
-        self.frames = 0
-        self._pixels = 0
-        self._sum = np.zeros(3)
-        self._sum_sq = np.zeros(3)
-        self._min = np.full(3, np.inf)
-        self._max = np.full(3, -np.inf)
-
-    def update(self, image: np.ndarray) -> None:
-        """Add a strided subsample of one frame."""
-        step = max(1, int(np.sqrt(image.shape[0] * image.shape[1] / _STATS_PIXELS)))
-        pixels = image[::step, ::step].reshape(-1, 3).astype(np.float64) / 255.0
-        self.frames += 1
-        self._pixels += len(pixels)
-        self._sum += pixels.sum(axis=0)
-        self._sum_sq += np.square(pixels).sum(axis=0)
-        self._min = np.minimum(self._min, pixels.min(axis=0))
-        self._max = np.maximum(self._max, pixels.max(axis=0))
-
-    def stats(self) -> dict[str, np.ndarray]:
-        """Stats with LeRobot's image shape (3, 1, 1); count = frames."""
-        mean = self._sum / self._pixels
-        std = np.sqrt(np.maximum(self._sum_sq / self._pixels - np.square(mean), 0.0))
-        return {"min": self._min.reshape(3, 1, 1), "max": self._max.reshape(3, 1, 1),
-                "mean": mean.reshape(3, 1, 1), "std": std.reshape(3, 1, 1),
-                "count": np.array([self.frames], dtype=np.int64)}
-
-
-class _Episode:
-    """What the writer holds for the episode being recorded."""
-
-    def __init__(self, index: int, task: str, task_index: int, chunk_index: int, file_index: int):
-        self.index = index
-        self.task = task
-        self.task_index = task_index
-        self.chunk_index = chunk_index
-        self.file_index = file_index
-        self.encoders: dict[str, _VideoEncoder] = {}
-        self.image_stats: dict[str, _ImageStats] = {}
-        self.states: list[np.ndarray] = []
-        self.actions: list[np.ndarray] = []
-        self.state_capture_ns: list[int] = []
-        self.image_capture_ns: dict[str, list[int]] = {}
-
-    @property
-    def length(self) -> int:
-        return len(self.states)
 
 
 def _write_data_file(table: pa.Table, path: Path) -> None:
@@ -172,7 +78,7 @@ class DatasetWriter:
                  chunks_size: int = 1000):
         self._root = Path(root)
         self._spec = spec
-        self._codec = fmt.video_codec(codec)
+        self._codec = video_codec(codec)
         self._quality = self._codec.default_quality if crf is None else int(crf)
         if not 0 <= self._quality <= self._codec.max_quality:
             raise ValueError(f"crf: expected 0..{self._codec.max_quality} for {codec}, got {crf}")
@@ -181,8 +87,8 @@ class DatasetWriter:
         self._chunks_size = chunks_size
         self._rows: list[dict[str, Any]] = []
         self._tasks: list[str] = []
-        self._stats: fmt.Stats = {}
-        self._episode: _Episode | None = None
+        self._stats: Stats = {}
+        self._episode: EpisodeBuffer | None = None
         self._closed = False
         self._lock = self._acquire_lock()
         try:
@@ -226,7 +132,7 @@ class DatasetWriter:
             raise ValueError(f"task: expected a non-empty string, got {task!r}")
         index = len(self._rows)
         task_index = self._tasks.index(task) if task in self._tasks else len(self._tasks)
-        episode = _Episode(index, task, task_index, *fmt.chunk_and_file(index, self._chunks_size))
+        episode = EpisodeBuffer(index, task, task_index, *fmt.chunk_and_file(index, self._chunks_size))
         self._episode = episode
         try:
             for (name, height, width), (path, _) in zip(self._spec.cameras, self._episode_paths(episode)[1:],
@@ -234,7 +140,7 @@ class DatasetWriter:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 episode.encoders[name] = _VideoEncoder(path, height, width, self._spec.fps, self._codec,
                                                        self._quality)
-                episode.image_stats[name] = _ImageStats()
+                episode.image_stats[name] = ImageStats()
                 episode.image_capture_ns[name] = []
         except Exception as exc:
             self._abandon(exc, "starting")
@@ -324,7 +230,7 @@ class DatasetWriter:
         self._chunks_size = int(info["chunks_size"])
         self._rows = fmt.load_episode_rows(self._root)
         self._tasks = fmt.tasks_from_episodes(self._rows)
-        self._stats = fmt.aggregate_stats([fmt.stats_from_row(row) for row in self._rows])
+        self._stats = aggregate_stats([stats_from_row(row) for row in self._rows])
         self._remove_unreferenced_files()
         totals = (info.get("total_episodes"), info.get("total_frames"), info.get("total_tasks"))
         stale = totals != (len(self._rows), self._total_frames(self._rows), len(self._tasks))
@@ -346,7 +252,7 @@ class DatasetWriter:
 
     # ------------------------------------------------------------ episode internals
 
-    def _require_episode(self) -> _Episode:
+    def _require_episode(self) -> EpisodeBuffer:
         if self._episode is None:
             raise RuntimeError("no episode is being recorded; call start_episode first")
         return self._episode
@@ -372,7 +278,7 @@ class DatasetWriter:
                                  f"{getattr(image, 'dtype', type(image).__name__)} {np.shape(image)}")
         return state_row, action_row
 
-    def _episode_paths(self, episode: _Episode) -> list[tuple[Path, Path]]:
+    def _episode_paths(self, episode: EpisodeBuffer) -> list[tuple[Path, Path]]:
         """(partial, final) path pairs of the episode's data and video files."""
         data = fmt.data_path(self._root, episode.chunk_index, episode.file_index)
         pairs = [(fmt.partial_path(data), data)]
@@ -381,59 +287,23 @@ class DatasetWriter:
             pairs.append((fmt.partial_path(final), final))
         return pairs
 
-    def _frames_table(self, episode: _Episode) -> pa.Table:
-        joints = len(self._spec.joint_names)
-        start = self._total_frames(self._rows)
-        frame_index = np.arange(episode.length, dtype=np.int64)
-
-        def vectors(rows: list[np.ndarray]) -> pa.Array:
-            flat = pa.array(np.stack(rows).reshape(-1), pa.float32())
-            return pa.FixedSizeListArray.from_arrays(flat, joints)
-
-        columns: dict[str, pa.Array] = {
-            fmt.STATE_KEY: vectors(episode.states),
-            fmt.ACTION_KEY: vectors(episode.actions),
-            "timestamp": pa.array((frame_index / self._spec.fps).astype(np.float32)),
-            "frame_index": pa.array(frame_index),
-            "episode_index": pa.array(np.full(episode.length, episode.index, dtype=np.int64)),
-            "index": pa.array(start + frame_index),
-            "task_index": pa.array(np.full(episode.length, episode.task_index, dtype=np.int64)),
-            fmt.capture_key(fmt.STATE_KEY): pa.array(np.asarray(episode.state_capture_ns, np.int64)),
-        }
-        for name, stamps in episode.image_capture_ns.items():
-            columns[fmt.capture_key(fmt.image_key(name))] = pa.array(np.asarray(stamps, np.int64))
-        return pa.table(columns)
-
-    def _episode_stats(self, episode: _Episode, table: pa.Table) -> fmt.Stats:
-        stats: fmt.Stats = {}
-        for column in table.column_names:
-            values = table.column(column).combine_chunks()
-            if pa.types.is_fixed_size_list(values.type):
-                array = values.values.to_numpy().reshape(len(values), -1)
-            else:
-                array = values.to_numpy()
-            stats[column] = fmt.array_stats(array)
-        for name, accumulator in episode.image_stats.items():
-            stats[fmt.image_key(name)] = accumulator.stats()
-        return stats
-
-    def _commit_files(self, episode: _Episode, success: bool, metadata_json: str) -> dict[str, Any]:
+    def _commit_files(self, episode: EpisodeBuffer, success: bool, metadata_json: str) -> dict[str, Any]:
         """Finish the files, rename them into place, and write the episode row (the commit)."""
         for encoder in episode.encoders.values():
             encoder.close()
-        table = self._frames_table(episode)
+        table = episode.frames_table(self._spec, self._total_frames(self._rows))
         pairs = self._episode_paths(episode)
         pairs[0][0].parent.mkdir(parents=True, exist_ok=True)
         _write_data_file(table, pairs[0][0])
         for partial, final in pairs:
             fmt.replace_durably(partial, final)
-        row = self._episode_row(episode, success, metadata_json, self._episode_stats(episode, table))
+        row = self._episode_row(episode, success, metadata_json, episode.stats(table))
         path = fmt.episodes_path(self._root, episode.chunk_index, episode.file_index)
         fmt.atomic_write_bytes(path, fmt.table_to_parquet_bytes(pa.Table.from_pylist([row])))
         return row
 
-    def _episode_row(self, episode: _Episode, success: bool, metadata_json: str,
-                     stats: fmt.Stats) -> dict[str, Any]:
+    def _episode_row(self, episode: EpisodeBuffer, success: bool, metadata_json: str,
+                     stats: Stats) -> dict[str, Any]:
         start = self._total_frames(self._rows)
         row: dict[str, Any] = {
             "episode_index": episode.index, "tasks": [episode.task], "length": episode.length,
@@ -448,7 +318,7 @@ class DatasetWriter:
             row[f"videos/{key}/to_timestamp"] = episode.length / self._spec.fps
         row["meta/episodes/chunk_index"] = episode.chunk_index
         row["meta/episodes/file_index"] = episode.file_index
-        row.update(fmt.stats_to_row(stats))
+        row.update(stats_to_row(stats))
         row[fmt.SUCCESS_COLUMN] = success
         row[fmt.METADATA_COLUMN] = metadata_json
         return row
@@ -457,15 +327,15 @@ class DatasetWriter:
         """Rewrite the summaries for the committed row; only then adopt it in memory."""
         rows = [*self._rows, row]
         tasks = fmt.tasks_from_episodes(rows)
-        stats = fmt.aggregate_stats([self._stats, fmt.stats_from_row(row)])
+        stats = aggregate_stats([self._stats, stats_from_row(row)])
         self._write_summary(rows, tasks, stats)
         self._rows, self._tasks, self._stats = rows, tasks, stats
 
-    def _write_summary(self, rows: list[dict[str, Any]], tasks: list[str], stats: fmt.Stats) -> None:
+    def _write_summary(self, rows: list[dict[str, Any]], tasks: list[str], stats: Stats) -> None:
         """tasks.parquet, stats.json, then info.json (its totals mark the summary as fresh)."""
         tasks_parquet = fmt.table_to_parquet_bytes(fmt.tasks_table(tasks))
         fmt.atomic_write_bytes(self._root / fmt.TASKS_PATH, tasks_parquet)
-        fmt.atomic_write_json(self._root / fmt.STATS_PATH, fmt.stats_to_json(stats))
+        fmt.atomic_write_json(self._root / fmt.STATS_PATH, stats_to_json(stats))
         info = fmt.build_info(self._spec, self._codec, self._chunks_size, total_episodes=len(rows),
                               total_frames=self._total_frames(rows), total_tasks=len(tasks))
         fmt.atomic_write_json(self._root / fmt.INFO_PATH, info)
@@ -474,7 +344,7 @@ class DatasetWriter:
     def _total_frames(rows: list[dict[str, Any]]) -> int:
         return sum(int(row["length"]) for row in rows)
 
-    def _remove_episode_files(self, episode: _Episode) -> None:
+    def _remove_episode_files(self, episode: EpisodeBuffer) -> None:
         for encoder in episode.encoders.values():
             encoder.abort()
         for partial, final in self._episode_paths(episode):

@@ -18,9 +18,11 @@ Run: ``ros2 run rise rise_recorder --ros-args -p output:=/data/demos -p instruct
 
 from __future__ import annotations
 
+import collections
 import json
 import queue
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +73,8 @@ class RecorderNode(Node):
         self._names = self.robot.arm.joint_names
         self._work: queue.Queue = queue.Queue(maxsize=2000)
         self._overflow = 0
+        # capture -> recorder latency of recent frames, per camera [ns] (for status and benchmarks)
+        self._latency_ns = {c: collections.deque(maxlen=10_000) for c in self.robot.camera_names}
         self._status = self.create_publisher(String, "/rise/recorder/status", LATCHED)
         self._state = {"recording": False, "episodes": self._writer.num_episodes, "root": str(root)}
         for camera in self.robot.camera_names:
@@ -97,6 +101,7 @@ class RecorderNode(Node):
 
     def _on_image(self, camera: str, message: Image) -> None:
         if self._recorder.recording:
+            self._latency_ns[camera].append(time.time_ns() - stamp_ns(message.header))
             try:
                 pixels = np.array(from_image(message))  # copy: the message buffer is reused
             except ValueError as error:
@@ -130,7 +135,8 @@ class RecorderNode(Node):
         return response
 
     def _on_stop(self, request, response):
-        response.success, response.message = self._call("stop", bool(request.data))
+        latency = self._latency_report()  # here, on the thread that appends the samples
+        response.success, response.message = self._call("stop", bool(request.data), latency)
         return response
 
     def _on_discard(self, _request, response):
@@ -166,6 +172,8 @@ class RecorderNode(Node):
                 if self._recorder.recording:
                     return False, "an episode is already being recorded"
                 self._recorder.start_episode(self._instruction)
+                for samples in self._latency_ns.values():
+                    samples.clear()
                 if self._bag is not None:
                     self._bag.start(self._root / "bags" / f"episode_{self._writer.num_episodes:06d}")
                 message = f"recording episode {self._writer.num_episodes}"
@@ -182,7 +190,7 @@ class RecorderNode(Node):
                     self._bag.stop(keep=True)
                 self._state["last_episode"] = {"index": report.episode_index, "frames": report.frames,
                                                "dropped": report.dropped, "late": report.late,
-                                               "success": args[0]}
+                                               "success": args[0], "latency_ms": args[1]}
                 message = (f"episode {report.episode_index} saved: {report.frames} frames, "
                            f"{report.dropped} dropped, {report.late} late")
             else:
@@ -201,6 +209,17 @@ class RecorderNode(Node):
             self._publish_status()
         self.get_logger().info(message)
         return True, message
+
+    def _latency_report(self) -> dict:
+        """p50 / p99 / max capture -> recorder latency per camera over the episode [ms]."""
+        report = {}
+        for camera, samples in self._latency_ns.items():
+            if samples:
+                values = np.array(samples) / 1e6
+                report[camera] = {"p50": round(float(np.percentile(values, 50)), 2),
+                                  "p99": round(float(np.percentile(values, 99)), 2),
+                                  "max": round(float(values.max()), 2), "frames": len(values)}
+        return report
 
     def _publish_status(self) -> None:
         self._status.publish(String(data=json.dumps(self._state)))

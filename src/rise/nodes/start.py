@@ -1,0 +1,31 @@
+"""``python -m rise.nodes.start <module> [args]``: how the embedded runner starts a node.
+
+A node module's imports (torch, MuJoCo, ...) take a moment; a Ctrl-C or SIGTERM that arrives
+before rclpy has installed its signal handlers would otherwise end the process with a
+KeyboardInterrupt traceback and a failure code. Here either signal exits 0 until the node's own
+``main`` takes over (``rclpy.init`` replaces these handlers).
+"""
+
+from __future__ import annotations
+
+import importlib
+import signal
+import sys
+
+
+def _stop_while_starting(_signum, _frame) -> None:
+    raise SystemExit(0)
+
+
+def main() -> int:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _stop_while_starting)
+    if len(sys.argv) < 2:
+        print("usage: python -m rise.nodes.start <node module> [node arguments]", file=sys.stderr)
+        return 2
+    module = importlib.import_module(sys.argv[1])
+    return module.main(sys.argv[1:])  # the module name stands in for the program name
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
