@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import re
 import sys
+import threading
 
+import rclpy
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
@@ -123,7 +125,12 @@ class CameraNode(Node):
         self._published = 0
         self._connected, self._reconnects_seen = False, 0
         self._retry = self.create_timer(OPEN_RETRY_S, self._try_open)
-        self.create_timer(1.0 / (2.0 * self.config.fps), self._publish_frame)
+        # Frames are published from a thread that wakes the moment the capture thread has one:
+        # no polling delay between capture and publication.
+        self._stop = threading.Event()
+        self._publisher_thread = threading.Thread(target=self._publish_frames, daemon=True,
+                                                  name=f"publish-{camera_name}")
+        self._publisher_thread.start()
         self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
         self.get_logger().info(f"camera {camera_name}: {self.config.driver.value} "
                                f"{self.config.device!r}, {self.config.width}x{self.config.height} "
@@ -146,17 +153,27 @@ class CameraNode(Node):
             self.get_logger().info(f"camera {self.config.name} opened after: {self._open_error}")
         self._open_error = ""
 
-    def _publish_frame(self) -> None:
-        if not self._opened:
-            return
-        frame = self.camera.latest(timeout_s=0.0)
-        if frame is None:
-            return
-        stamp = stamp_from_ns(frame.capture_ns)
-        self._images.publish(to_image(frame.image, stamp, self._frame_id))
-        self._info.header.stamp = stamp
-        self._infos.publish(self._info)
-        self._published += 1
+    def _publish_frames(self) -> None:
+        while not self._stop.is_set():
+            if not self._opened:
+                self._stop.wait(0.05)
+                continue
+            try:
+                frame = self.camera.latest(timeout_s=0.2)
+            except CameraError:  # closed while shutting down
+                return
+            if frame is None:
+                continue
+            stamp = stamp_from_ns(frame.capture_ns)
+            try:
+                self._images.publish(to_image(frame.image, stamp, self._frame_id))
+                self._info.header.stamp = stamp
+                self._infos.publish(self._info)
+            except Exception:
+                if self._stop.is_set() or not rclpy.ok(self.context):
+                    return  # shutting down: the context went away under us
+                raise
+            self._published += 1
 
     def _publish_diagnostics(self) -> None:
         status = self.camera.status()
@@ -181,6 +198,8 @@ class CameraNode(Node):
         self._connected = status.connected
 
     def destroy_node(self):
+        self._stop.set()
+        self._publisher_thread.join(timeout=2.0)
         self.camera.close()
         return super().destroy_node()
 

@@ -68,8 +68,11 @@ class RecorderNode(Node):
 
             self._instruction = make_task(experiment.task).instruction
         self._writer = DatasetWriter(root, dataset_spec(self.robot), codec=codec)
-        period_ns = int(1e9 / self.robot.control_rate_hz)
-        self._recorder = Recorder(self._writer, tolerance_ns=period_ns // 2)
+        # Unsynchronised cameras at the control rate are up to half a period apart, plus jitter.
+        period_ms = 1e3 / self.robot.control_rate_hz
+        tolerance_ms = declare(self, "sync_tolerance_ms", round(0.6 * period_ms, 3),
+                               "streams match when their capture stamps are this close [ms]")
+        self._recorder = Recorder(self._writer, tolerance_ns=int(tolerance_ms * 1e6))
         self._names = self.robot.arm.joint_names
         self._work: queue.Queue = queue.Queue(maxsize=2000)
         self._overflow = 0
