@@ -52,6 +52,14 @@ def test_shipped_configs_load():
     assert load_experiment().robot == "sim"
 
 
+def test_every_shipped_robot_config_loads():
+    from rise.config import robot_names
+
+    assert {"sim", "real_example"} <= set(robot_names())
+    for name in robot_names():
+        assert load_robot(name).name == name
+
+
 def test_configs_are_frozen():
     robot = load_robot("sim")
     with pytest.raises(dataclasses.FrozenInstanceError):

@@ -129,7 +129,9 @@ def test_two_suites_at_once_do_not_interfere(tmp_path):
 
 
 def test_demo_brings_the_stack_up_and_down(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "rise.cli", "demo", "--duration", "0.5"],
-                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    result = subprocess.run([sys.executable, "-m", "rise.cli", "demo"],
+                            capture_output=True, text=True, timeout=240, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "stack up in" in result.stdout and "alive  monitor" in result.stdout
+    assert "stack up in" in result.stdout and "alive  recorder" in result.stdout
+    assert re.search(r"episode 0 saved: \d+ frames, success True, 0 dropped", result.stdout), result.stdout
+    assert (tmp_path / "rise_runs" / "data" / "brick_sort" / "meta" / "info.json").is_file()

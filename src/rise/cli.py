@@ -78,24 +78,32 @@ def cmd_demo(args) -> int:
 
     launches = _plan(args, Mode.COLLECT)
     env = node_environment(os.environ, Network.LOCALHOST)
-    os.environ.update(env)  # this process asks the monitor, on the same DDS settings
-    from rise.nodes.status_client import wait_until_up
+    os.environ.update(env)  # this process watches the stack, on the same DDS settings
+    from rise.nodes.status_client import StackProbe
 
     runner = Runner(launches, env)
     started = time.monotonic()
+
+    def saved(episode: dict) -> None:
+        latency = ", ".join(f"{c} p99 {v['p99']} ms" for c, v in episode.get("latency_ms", {}).items())
+        print(f"  episode {episode['index']} saved: {episode['frames']} frames, success "
+              f"{episode['success']}, {episode['dropped']} dropped, {episode['late']} late"
+              f"{'; ' + latency if latency else ''}", flush=True)
+
     try:
         runner.start()
-        status = wait_until_up(timeout_s=args.timeout, between=runner.poll)
-        print(f"\nstack up in {time.monotonic() - started:.1f} s: robot {status['robot']}, "
-              f"mode {status['mode']}")
-        for name in status["alive"]:
-            print(f"  alive  {name}")
-        print("  (ROS 2 machines also run robot_state_publisher; later releases add the robot, "
-              "arm bridge, teleop and recorder nodes)\n")
-        end = time.monotonic() + args.duration
-        while time.monotonic() < end:
-            runner.poll()
-            time.sleep(0.1)
+        with StackProbe() as probe:
+            status = probe.wait_until_up(timeout_s=args.timeout, between=runner.poll)
+            print(f"\nstack up in {time.monotonic() - started:.1f} s: robot {status['robot']}, "
+                  f"mode {status['mode']}")
+            for name in status["alive"]:
+                print(f"  alive  {name}")
+            print(f"recording {args.episodes} episode(s): the scripted expert drives the arm through "
+                  "the arm bridge, the recorder writes a LeRobot dataset", flush=True)
+            probe.wait_for_episodes(args.episodes, timeout_s=args.timeout + 60 * args.episodes,
+                                    between=runner.poll, on_episode=saved)
+            root = probe.recorder[-1].get("root", "")
+            print(f"dataset: {root}\n")
     except TimeoutError as error:
         print(f"rise: error: {error}", file=sys.stderr)
         runner.stop()
@@ -172,11 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(func=cmd_up)
 
     demo = sub.add_parser("demo", help="the main job on the embedded default (simulated robot)",
-                          description="Bring up the simulated robot's stack, wait until every "
-                          "node reports alive, show it, and stop.")
+                          description="Bring up the simulated robot's collect stack, wait until "
+                          "every node reports alive, record demos through ROS with the scripted "
+                          "expert as the teleop device, and stop.")
     _add_robot_args(demo, mode=False)
-    demo.add_argument("--duration", type=float, default=3.0, metavar="S",
-                      help="seconds to keep the stack up once alive (default: 3)")
+    demo.add_argument("--episodes", type=int, default=1, metavar="N",
+                      help="episodes to record before stopping (default: 1)")
     demo.add_argument("--timeout", type=float, default=60.0, metavar="S",
                       help="give up if the stack is not up after S seconds (default: 60)")
     demo.set_defaults(func=cmd_demo)

@@ -10,6 +10,7 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
 from rise.config import ConfigError
+from rise.sim.env import RenderingUnavailable
 
 
 def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
@@ -27,7 +28,7 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except ConfigError as error:
+    except (ConfigError, RenderingUnavailable) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except Exception:

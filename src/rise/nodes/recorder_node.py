@@ -76,6 +76,7 @@ class RecorderNode(Node):
         self._names = self.robot.arm.joint_names
         self._work: queue.Queue = queue.Queue(maxsize=2000)
         self._overflow = 0
+        self._last_state: tuple | None = None
         # capture -> recorder latency of recent frames, per camera [ns] (for status and benchmarks)
         self._latency_ns = {c: collections.deque(maxlen=10_000) for c in self.robot.camera_names}
         self._status = self.create_publisher(String, "/rise/recorder/status", LATCHED)
@@ -113,11 +114,15 @@ class RecorderNode(Node):
             self._enqueue(("sample", camera, stamp_ns(message.header), pixels))
 
     def _on_joint_state(self, message: JointState) -> None:
+        index = {name: i for i, name in enumerate(message.name)}
+        if not all(n in index for n in self._names) or len(message.position) != len(message.name):
+            return
+        positions = np.array([message.position[index[n]] for n in self._names], np.float32)
+        sample = (STATE_STREAM, stamp_ns(message.header), positions)
         if self._recorder.recording:
-            index = {name: i for i, name in enumerate(message.name)}
-            if all(n in index for n in self._names) and len(message.position) == len(message.name):
-                positions = np.array([message.position[index[n]] for n in self._names], np.float32)
-                self._enqueue(("sample", STATE_STREAM, stamp_ns(message.header), positions))
+            self._enqueue(("sample", *sample))
+        else:
+            self._last_state = sample  # the first frames of an episode pair with it
 
     def _on_command(self, message: JointTrajectory) -> None:
         if self._recorder.recording and message.points and list(message.joint_names) == list(self._names):
@@ -175,6 +180,8 @@ class RecorderNode(Node):
                 if self._recorder.recording:
                     return False, "an episode is already being recorded"
                 self._recorder.start_episode(self._instruction)
+                if self._last_state is not None:
+                    self._recorder.on_sample(*self._last_state)
                 for samples in self._latency_ns.values():
                     samples.clear()
                 if self._bag is not None:

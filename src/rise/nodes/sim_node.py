@@ -1,7 +1,8 @@
 """Simulator node: the MuJoCo robot as ROS sees a real one.
 
 Publishes ``/cameras/<name>/image_raw`` (rgb8) and ``/cameras/<name>/camera_info`` for every camera
-of the robot config, stamped at render time, and ``/joint_states`` at the control rate. Obeys
+of the robot config and ``/joint_states`` at the control rate, all stamped with the instant of
+the simulated state they show (camera and joint state of one tick share a stamp). Obeys
 ``/<controller>/joint_trajectory`` (trajectory_msgs/JointTrajectory) like a ros2_control
 JointTrajectoryController: linear interpolation to the points in time, partial goals allowed,
 bad trajectories refused with a log line that says why. Task state: ``/rise/sim/status``
@@ -114,7 +115,7 @@ class SimNode(Node):
                            velocity=self.env.joint_velocities().tolist())
         state.header.stamp = stamp
         self._joint_states.publish(state)
-        self._publish_images(now)
+        self._publish_images(now, stamp)
         status = {k: info[k] for k in ("task", "success", "failed", "score", "tick")}
         status["done"] = bool(terminated or truncated)
         if self._episode is not None:
@@ -123,21 +124,21 @@ class SimNode(Node):
             self._status.publish(String(data=json.dumps(status)))
             self._last_status = status
 
-    def _publish_images(self, now: float) -> None:
+    def _publish_images(self, now: float, stamp) -> None:
         due = [c for c in self.robot.cameras if now >= self._due[c.name]]
         if not due:
             return
         images = self.env.render()
         for camera in due:
             self._due[camera.name] = max(self._due[camera.name] + 1.0 / camera.fps, now)
-            stamp = self.get_clock().now().to_msg()
             frame = f"{camera.name}_camera"
             self._images[camera.name].publish(to_image(images[camera.name], stamp, frame))
             fovy = float(self.env.model.camera(camera.name).fovy[0])
             self._infos[camera.name].publish(pinhole_info(camera.width, camera.height, fovy, stamp, frame))
 
     def destroy_node(self):
-        self.env.close()
+        if hasattr(self, "env"):  # construction may have failed before the simulator existed
+            self.env.close()
         return super().destroy_node()
 
 

@@ -20,12 +20,31 @@ environment expose the same thing.
 
 from __future__ import annotations
 
+import os
+
 import mujoco
 import numpy as np
 
 from rise.config import RobotConfig, load_robot
 from rise.sim.scene import SUBSTEPS_PER_TICK, build_spec
 from rise.sim.tasks import Task, make_task
+
+
+class RenderingUnavailable(RuntimeError):
+    """No OpenGL context for offscreen rendering; the message says what to install."""
+
+
+def _make_renderer(model: mujoco.MjModel, height: int, width: int) -> mujoco.Renderer:
+    try:
+        renderer = mujoco.Renderer(model, height, width)
+    except Exception as error:  # mujoco raises FatalError or RuntimeError, by backend
+        backend = os.environ.get("MUJOCO_GL", "glfw (default)")
+        raise RenderingUnavailable(
+            f"cannot render the cameras with MUJOCO_GL={backend}: {error}. Headless rendering needs "
+            "EGL: `apt-get install libegl1 libegl-mesa0 libgl1-mesa-dri` and MUJOCO_GL=egl (or "
+            "libosmesa6 with MUJOCO_GL=osmesa PYOPENGL_PLATFORM=osmesa)") from None
+    renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
+    return renderer
 
 
 class SimEnv:
@@ -49,9 +68,7 @@ class SimEnv:
         self._renderers: dict[str, mujoco.Renderer] = {}
         if render:
             for camera in self.robot.cameras:
-                renderer = mujoco.Renderer(self.model, camera.height, camera.width)
-                renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
-                self._renderers[camera.name] = renderer
+                self._renderers[camera.name] = _make_renderer(self.model, camera.height, camera.width)
         self._target = self._home.copy()
         self.tick = 0
         self._rng = np.random.default_rng()
