@@ -31,6 +31,8 @@ def test_unattended_collection_through_ros(tmp_path, spawn, ros_node):
     statuses: list[dict] = []
     node.create_subscription(String, "/rise/recorder/status", lambda m: statuses.append(json.loads(m.data)),
                              LATCHED)
+    sim: list[dict] = []
+    node.create_subscription(String, "/rise/sim/status", lambda m: sim.append(json.loads(m.data)), LATCHED)
 
     def saved():
         executor.spin_once(timeout_sec=0.1)
@@ -43,7 +45,10 @@ def test_unattended_collection_through_ros(tmp_path, spawn, ros_node):
     dataset = DatasetReader(tmp_path / "data" / "box_close")
     assert dataset.num_episodes >= 1
     episode = dataset.episode(0)
-    assert episode.success and episode.metadata["sync"]["dropped"] == 0
+    # The success label is the simulator's verdict at the end of the episode.
+    verdict = next(status for status in sim if status["done"])
+    assert episode.success == verdict["success"]
+    assert episode.metadata["sync"]["dropped"] == 0
     assert episode.length > 100 and episode.images["front"].shape[0] == episode.length
     # The actions are the bridge's commands: they change over the episode and differ from the state.
     assert (episode.actions.max(axis=0) - episode.actions.min(axis=0)).max() > 0.3

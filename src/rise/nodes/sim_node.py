@@ -154,12 +154,21 @@ class EpisodeLoop:
         self.pending = None
         self.expert = None
         self.episodes = 0
+        # The bridge publishes its status once it knows the arm's pose: before that it would
+        # refuse the expert's commands (no first command without a measured pose).
+        self.bridge_ready = False
+        node.create_subscription(String, "/rise/arm/status", self._on_bridge_status, LATCHED)
+
+    def _on_bridge_status(self, _message: String) -> None:
+        self.bridge_ready = True
 
     def tick(self, status: dict) -> None:
         node = self.node
         if self.pending is not None and not self.pending.done():
             return
         if self.phase == "starting":
+            if not self.bridge_ready:
+                return
             if node._record and self.pending is None:
                 if not self.start.service_is_ready():
                     return

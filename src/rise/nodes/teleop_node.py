@@ -55,6 +55,7 @@ from rise.hardware.teleop import (
 from rise.nodes.node_main import run_node
 from rise.nodes.parameters import declare, declare_configs
 from rise.nodes.qos import COMMAND, STATE
+from rise.sim.scene import TCP_OFFSET_M
 
 START, STOP, DISCARD = (f"/rise/recorder/{name}" for name in ("start_episode", "stop_episode",
                                                               "discard_episode"))
@@ -62,7 +63,6 @@ ESTOP = "/rise/arm/estop"
 SERVICE_TYPES = {START: Trigger, STOP: SetBool, DISCARD: Trigger, ESTOP: SetBool}
 DEVICES = ("keyboard", "gamepad", "leader_arm")
 IDLE_TIMEOUT_S = {"keyboard": 5.0, "gamepad": 5.0, "leader_arm": 0.0}
-TOOL_OFFSET_M = 0.095  # tool point: along gripper_base_link's x axis (the simulator's tcp site)
 
 
 # -- episode flags -> service calls -----------------------------------------------------------
@@ -145,7 +145,7 @@ def rotation_from_vector(rotation_vector: np.ndarray) -> np.ndarray:
 
 
 def arm_kinematics(robot: RobotConfig):
-    """IK of the URDF's tool point (``gripper_base_link`` + TOOL_OFFSET_M along its x axis)."""
+    """IK of the URDF's tool point (``gripper_base_link`` + TCP_OFFSET_M along its x axis)."""
     import mujoco
 
     from rise.sim.kinematics import ArmKinematics
@@ -155,7 +155,7 @@ def arm_kinematics(robot: RobotConfig):
     body = spec.body(GRIPPER_BODY)
     if body is None:
         raise ValueError(f"the URDF has no link {GRIPPER_BODY!r} to put the tool point on")
-    body.add_site(name=TCP_SITE, pos=[TOOL_OFFSET_M, 0.0, 0.0])
+    body.add_site(name=TCP_SITE, pos=[TCP_OFFSET_M, 0.0, 0.0])
     return ArmKinematics(spec.compile(), tuple(j.name for j in robot.arm.joints))
 
 

@@ -17,6 +17,7 @@ from rise.config import RobotConfig
 
 SUBSTEPS_PER_TICK = 16  # physics steps per control tick: 2.08 ms at 30 Hz
 TCP_SITE = "tcp"  # between the fingertips, on the gripper's x axis
+TCP_OFFSET_M = 0.095  # the tool point: this far along GRIPPER_BODY's x axis
 GRIPPER_BODY = "gripper_base_link"
 FINGER_BODIES = ("left_finger_link", "right_finger_link")
 ARM_BODIES = ("shoulder_link", "upper_arm_link", "forearm_link", "forearm_roll_link",
@@ -79,7 +80,7 @@ def _add_arm_physics(spec: mujoco.MjSpec, robot: RobotConfig) -> None:
             geom.friction = [1.5, 0.01, 0.001]
             geom.condim = 4
             geom.solref = [0.005, 1.0]
-    spec.body(GRIPPER_BODY).add_site(name=TCP_SITE, pos=[0.095, 0.0, 0.0], size=[0.005] * 3,
+    spec.body(GRIPPER_BODY).add_site(name=TCP_SITE, pos=[TCP_OFFSET_M, 0.0, 0.0], size=[0.005] * 3,
                                      rgba=[0, 1, 0, 0], group=5)
 
 

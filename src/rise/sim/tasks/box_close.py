@@ -11,7 +11,7 @@ import mujoco
 import numpy as np
 
 from rise.sim.tasks.base import CartesianMotion, Expert, Task, TaskStatus
-from rise.sim.tasks.hinged import CLOSED_ANGLE, PANEL_THICKNESS, Panel, PanelCloser
+from rise.sim.tasks.hinged import CLOSED_ANGLE, PANEL_THICKNESS, Panel, PanelCloser, build_open_box
 
 BOX_HALF = (0.06, 0.075, 0.04)  # outer half sizes x, y, z [m]
 WALL = 0.004  # wall half thickness [m]
@@ -35,14 +35,7 @@ class BoxClose(Task):
     def build(self, spec: mujoco.MjSpec) -> None:
         box = spec.worldbody.add_body(name="box", pos=[0.3, 0.0, 0.0])
         colour = [0.72, 0.55, 0.33, 1]
-        hx, hy, hz = BOX_HALF
-        walls = [((hx - WALL, 0), (WALL, hy)), ((-hx + WALL, 0), (WALL, hy)),
-                 ((0, hy - WALL), (hx, WALL)), ((0, -hy + WALL), (hx, WALL))]
-        for i, ((x, y), (sx, sy)) in enumerate(walls):
-            box.add_geom(name=f"box_wall{i}", type=mujoco.mjtGeom.mjGEOM_BOX, pos=[x, y, hz],
-                         size=[sx, sy, hz], rgba=colour)
-        box.add_geom(name="box_floor", type=mujoco.mjtGeom.mjGEOM_BOX, pos=[0, 0, 0.002],
-                     size=[hx, hy, 0.002], rgba=colour)
+        build_open_box(box, "box", BOX_HALF, WALL, colour)
         self.flaps[0].build(box, [0.85, 0.68, 0.42, 1])
         self.flaps[1].build(box, [0.62, 0.45, 0.25, 1])
 

@@ -19,6 +19,19 @@ PANEL_THICKNESS = 0.006
 CLOSED_ANGLE = 0.2  # below this a panel counts as closed [rad]
 
 
+def build_open_box(box: mujoco.MjsBody, name: str, half: tuple[float, float, float], wall: float,
+                   rgba) -> None:
+    """Four walls and a floor in ``box``'s frame: an open-top box of outer half sizes ``half``."""
+    hx, hy, hz = half
+    walls = [((hx - wall, 0), (wall, hy)), ((-hx + wall, 0), (wall, hy)),
+             ((0, hy - wall), (hx, wall)), ((0, -hy + wall), (hx, wall))]
+    for i, ((x, y), (sx, sy)) in enumerate(walls):
+        box.add_geom(name=f"{name}_wall{i}", type=mujoco.mjtGeom.mjGEOM_BOX, pos=[x, y, hz],
+                     size=[sx, sy, hz], rgba=rgba)
+    box.add_geom(name=f"{name}_floor", type=mujoco.mjtGeom.mjGEOM_BOX, pos=[0, 0, 0.002],
+                 size=[hx, hy, 0.002], rgba=rgba)
+
+
 @dataclasses.dataclass
 class Panel:
     """A hinged panel in a (possibly rotated) box body."""

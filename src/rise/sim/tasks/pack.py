@@ -11,7 +11,7 @@ import mujoco
 import numpy as np
 
 from rise.sim.tasks.base import CartesianMotion, Expert, Task, TaskStatus
-from rise.sim.tasks.hinged import CLOSED_ANGLE, PANEL_THICKNESS, Panel, PanelCloser
+from rise.sim.tasks.hinged import CLOSED_ANGLE, PANEL_THICKNESS, Panel, PanelCloser, build_open_box
 
 CONTAINER_HALF = (0.06, 0.06, 0.03)  # outer half sizes [m]
 WALL = 0.004
@@ -33,14 +33,7 @@ class Pack(Task):
     def build(self, spec: mujoco.MjSpec) -> None:
         container = spec.worldbody.add_body(name="container", pos=[0.3, 0.12, 0.0])
         colour = [0.3, 0.55, 0.35, 1]
-        hx, hy, hz = CONTAINER_HALF
-        walls = [((hx - WALL, 0), (WALL, hy)), ((-hx + WALL, 0), (WALL, hy)),
-                 ((0, hy - WALL), (hx, WALL)), ((0, -hy + WALL), (hx, WALL))]
-        for i, ((x, y), (sx, sy)) in enumerate(walls):
-            container.add_geom(name=f"container_wall{i}", type=mujoco.mjtGeom.mjGEOM_BOX,
-                               pos=[x, y, hz], size=[sx, sy, hz], rgba=colour)
-        container.add_geom(name="container_floor", type=mujoco.mjtGeom.mjGEOM_BOX,
-                           pos=[0, 0, 0.002], size=[hx, hy, 0.002], rgba=colour)
+        build_open_box(container, "container", CONTAINER_HALF, WALL, colour)
         self.lid.build(container, [0.2, 0.42, 0.26, 1])
         cube = spec.worldbody.add_body(name="cube", pos=[0.3, -0.12, OBJECT_HALF])
         cube.add_freejoint(name="cube")
