@@ -43,6 +43,15 @@ from rise.nodes.ros_image import from_image
 SERVICE_TIMEOUT_S = 60.0  # stopping flushes the encoders: allow for long episodes
 
 
+AV1_REALTIME_PIXELS_PER_S = 10e6  # SVT-AV1 on 2 CPU cores: ~99 fps of 640x480 (30 Mpx/s), flat out
+
+
+def auto_codec(robot) -> str:
+    """libsvtav1 when the cameras' pixel rate leaves it ample headroom, else h264."""
+    rate = sum(c.width * c.height * c.fps for c in robot.cameras)
+    return "libsvtav1" if rate <= AV1_REALTIME_PIXELS_PER_S else "h264"
+
+
 def stamp_ns(header) -> int:
     return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
 
@@ -55,7 +64,10 @@ class RecorderNode(Node):
         root = Path(declare(self, "output", default_root, "dataset folder (appended to if it exists)"))
         self._instruction = declare(self, "instruction", "", "task instruction stored with episodes "
                                     "(empty: the simulated task's)", read_only=False)
-        codec = declare(self, "codec", "libsvtav1", "video codec: libsvtav1, h264 or mpeg4")
+        codec = declare(self, "codec", "auto", "video codec: libsvtav1, h264, mpeg4, or auto (AV1, "
+                        "LeRobot's default, unless the cameras deliver more than it encodes in real "
+                        "time on a small CPU: then h264)")
+        codec = auto_codec(self.robot) if codec == "auto" else codec
         self._bag = None
         if declare(self, "mcap", False, "also record every topic raw into <output>/bags/episode_NNNNNN "
                    "(rosbag2 MCAP)"):
