@@ -105,6 +105,15 @@ NODE_TABLE: tuple[NodeSpec, ...] = (
         modes=frozenset({Mode.COLLECT}),
     ),
     NodeSpec(
+        name="world_model",
+        executable="rise_world_model",
+        module="rise.nodes.world_model_node",
+        description="serves the verified dynamics + value checkpoints; /rise/world_model/checkpoint, "
+        "/rise/world_model/reload, /rise/world_model/imagine",
+        modes=frozenset({Mode.IMPROVE}),
+        respawn=True,
+    ),
+    NodeSpec(
         name="robot_state_publisher",
         package="robot_state_publisher",
         executable="robot_state_publisher",

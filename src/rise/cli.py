@@ -7,6 +7,8 @@ Examples::
     rise nodes --robot sim --mode deploy       # what a mode would start
     rise config check --robot sim              # validate config files
     rise config fields robot                   # every robot config key, documented
+    rise collect --task pack --episodes 20     # demos in the simulator
+    rise train-dynamics / train-value / eval-world-model   # the world model
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 
 from rise import paths
 from rise.bringup import Mode, NodeLaunch, plan
+from rise.cli_world_model import add_commands as add_world_model_commands
 from rise.config import (
     ConfigError,
     ExperimentConfig,
@@ -206,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     collect.add_argument("--codec", default="libsvtav1", choices=["libsvtav1", "h264", "mpeg4"],
                          help="video codec (default: libsvtav1, LeRobot's)")
     collect.set_defaults(func=cmd_collect)
+
+    add_world_model_commands(sub)
 
     nodes = sub.add_parser("nodes", help="list the nodes a mode starts",
                            description="Print the node table rows for a robot and mode.")

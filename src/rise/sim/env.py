@@ -124,6 +124,23 @@ class SimEnv:
         truncated = not terminated and self.tick >= self.task.max_steps
         return self.observation(), float(info["success"]), terminated, truncated, info
 
+    def step_chunk(self, actions: np.ndarray) -> tuple[list[dict], float, bool, bool, dict]:
+        """Run an action chunk (H, J) tick by tick; stops early when the episode ends.
+
+        Returns (observations after each tick, reward, terminated, truncated, info) — the
+        interface the imagination environment shares, so rollout code works on either.
+        """
+        actions = np.asarray(actions, dtype=float)
+        if actions.ndim != 2:
+            raise ValueError(f"actions must have shape (H, {len(self.joint_names)}), got {actions.shape}")
+        observations, reward, terminated, truncated, info = [], 0.0, False, False, {}
+        for action in actions:
+            observation, reward, terminated, truncated, info = self.step(action)
+            observations.append(observation)
+            if terminated or truncated:
+                break
+        return observations, reward, terminated, truncated, info
+
     def render(self) -> dict[str, np.ndarray]:
         """The current image of every camera (RGB uint8 HxWx3); empty when built with render=False."""
         images = {}

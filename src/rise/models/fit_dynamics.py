@@ -1,0 +1,128 @@
+"""Training the dynamics model: data, task-centric batches, checkpoints, resume.
+
+Example::
+
+    cfg = DynamicsTrainConfig(datasets=("rise_runs/data/pack",), output="rise_runs/checkpoints/dynamics",
+                              steps=2000)
+    folder = train_dynamics(cfg)           # resumes from output/latest.json if it exists
+
+A checkpoint folder (``step_000500/``) holds the diffusers model (``config.json`` +
+``diffusion_pytorch_model.safetensors``), ``normalization.json`` (action statistics),
+``training.json`` + ``optimizer.*`` (to resume) and ``manifest.json`` (sha256 of every file).
+Runs are deterministic for a seed: the batch of step s depends only on (seed, s).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from rise.models.checkpoint import load_optimizer, save_json, save_optimizer, verify, write_manifest
+from rise.models.dynamics import DynamicsModel, named_config
+from rise.models.episodes import GroupedBatchSampler, NormStats, WindowDataset, load_episodes
+from rise.models.flow_matching import training_step
+
+LATEST = "latest.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class DynamicsTrainConfig:
+    datasets: tuple[str, ...]  # LeRobot dataset folders (one per task, e.g. from rise collect)
+    output: str  # run folder: step_XXXXXX checkpoints and latest.json
+    model: str = "cpu_default"  # named model config
+    steps: int = 2000
+    batch_size: int = 8
+    learning_rate: float = 3e-4
+    groups_per_batch: int | None = 2  # task-centric batching; None = uniform batches (ablation)
+    group_by: str = "episode"  # scenes ("episode") or tasks ("task")
+    cameras: tuple[str, ...] | None = None  # None: every camera of the dataset
+    held_out_every: int = 10  # every n-th episode is held out for evaluation
+    checkpoint_every: int = 500
+    seed: int = 0
+    pretrained: str | None = None  # a local checkpoint folder to start from
+
+
+def split_episodes(episodes, held_out_every: int):
+    """(train, held_out): every ``held_out_every``-th episode of each dataset is held out."""
+    held = [e for e in episodes if held_out_every and e.index % held_out_every == held_out_every - 1]
+    train = [e for e in episodes if e not in held]
+    return train, held
+
+
+def latest_checkpoint(output: Path) -> Path | None:
+    pointer = Path(output) / LATEST
+    if not pointer.is_file():
+        return None
+    return Path(output) / json.loads(pointer.read_text())["folder"]
+
+
+def load_dynamics(folder: Path, expected_sha256: str | None = None, root: Path | None = None):
+    """(model, action NormStats, manifest) from a verified checkpoint folder."""
+    manifest = verify(folder, expected_sha256=expected_sha256, root=root, kind="dynamics")
+    model = DynamicsModel.from_pretrained(str(folder), local_files_only=True)
+    return model.eval(), NormStats.load(Path(folder) / "normalization.json"), manifest
+
+
+def _save(model, optimizer, stats: NormStats, output: Path, step: int, metrics: dict, cfg) -> Path:
+    folder = output / f"step_{step:06d}"
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(folder), safe_serialization=True)
+    stats.save(folder / "normalization.json")
+    save_optimizer(folder, optimizer)
+    save_json(folder / "training.json", {"step": step, "config": dataclasses.asdict(cfg)})
+    manifest = write_manifest(folder, "dynamics", step, metrics)
+    save_json(output / LATEST, {"folder": folder.name, "step": step, "sha256": manifest.sha256})
+    return folder
+
+
+def train_dynamics(cfg: DynamicsTrainConfig, progress: bool = True) -> Path:
+    """Train (or resume) and return the last checkpoint folder."""
+    output = Path(cfg.output)
+    output.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    config = named_config(cfg.model)
+    size = tuple(config["image_size"])
+    episodes = load_episodes(cfg.datasets, size, cfg.cameras)
+    train, _ = split_episodes(episodes, cfg.held_out_every)
+    if not train:
+        raise ValueError(f"no training episodes in {cfg.datasets}")
+    resume = latest_checkpoint(output)
+    if resume is not None:
+        model, stats, manifest = load_dynamics(resume)
+        start = manifest.step
+    else:
+        stats = NormStats.of(np.concatenate([e.actions for e in train]))
+        model = DynamicsModel.from_pretrained_or_config(cfg.pretrained, **config)
+        start = 0
+    windows = WindowDataset(train, config["context_frames"], config["horizon"], stats, cfg.group_by)
+    sampler = GroupedBatchSampler(windows.groups, cfg.batch_size, cfg.groups_per_batch, cfg.steps, cfg.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0.01)
+    if resume is not None:
+        load_optimizer(resume, optimizer)
+    model.train()
+    losses: list[float] = []
+    folder = resume
+    bar = tqdm(range(start, cfg.steps), desc="train dynamics", unit="step", disable=not progress,
+               initial=start, total=cfg.steps)
+    started = time.monotonic()
+    for step in bar:
+        batch = torch.utils.data.default_collate([windows[i] for i in sampler.batch(step)])
+        generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        loss = training_step(model, batch, generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        losses.append(loss.detach().item())
+        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+        done = step + 1
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+            metrics = {"loss": float(np.mean(losses[-50:])), "train_s": time.monotonic() - started}
+            folder = _save(model, optimizer, stats, output, done, metrics, cfg)
+    return folder if folder is not None else latest_checkpoint(output)
