@@ -35,10 +35,11 @@ def _randomised(**overrides) -> DynamicsModel:
     """A tiny model whose zero-initialised layers (adaLN, output) are random, so every path is live."""
     torch.manual_seed(0)
     model = DynamicsModel(**{**TINY, **overrides})
+    generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if not p.any():
-                p.normal_(0.0, 0.1, generator=torch.Generator().manual_seed(hash(name) % 2**31))
+                p.normal_(0.0, 0.1, generator=generator)
     return model
 
 

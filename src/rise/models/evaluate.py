@@ -4,7 +4,8 @@ actions, does the value model track progress and separate successes from failure
 Dynamics: for windows of held-out episodes, the imagined H frames of every view are compared with
 the real ones (PSNR, SSIM) and with two baselines — copying the last context frame, and the same
 model fed *shuffled* actions (another window's). Action following: the dense optical flow from the
-last context frame to each future frame, real vs imagined (end-point error, pixels). A model that
+last context frame to each future frame, real vs imagined (end-point error, pixels; PSNR is capped
+at 100 dB for identical frames). A model that
 extrapolates motion without using the actions scores the same with shuffled actions.
 
 Value: Pearson correlation of V with progress t/T on held-out successes, and the ROC AUC of the
@@ -39,7 +40,7 @@ def dynamics_windows(episodes: Sequence[EpisodeArrays], k: int, h: int,
 
 def _frame_scores(real: np.ndarray, imagined: np.ndarray, last: np.ndarray) -> tuple[float, float, float]:
     """Mean PSNR, SSIM and flow EPE over the H frames of one view."""
-    p = np.mean([psnr(r, g) for r, g in zip(real, imagined, strict=True)])
+    p = np.mean([min(psnr(r, g), 100.0) for r, g in zip(real, imagined, strict=True)])  # identical: inf
     s = np.mean([ssim(r, g) for r, g in zip(real, imagined, strict=True)])
     e = np.mean([flow_epe(last, r, last, g) for r, g in zip(real, imagined, strict=True)])
     return float(p), float(s), float(e)
