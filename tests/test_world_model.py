@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
 
 from rise.data import DatasetSpec, DatasetWriter
 from rise.imagination.world_model_env import ImaginationEnv, WorldModel
@@ -19,7 +21,9 @@ from rise.models.checkpoint import verify
 from rise.models.episodes import load_episodes
 from rise.models.fit_dynamics import DynamicsTrainConfig, latest_checkpoint, load_dynamics, train_dynamics
 from rise.models.fit_value import ValueFitConfig, fit_value, load_value
+from rise.nodes.qos import LATCHED
 from rise.sim.env import SimEnv
+from support import call_service, wait_for
 
 JOINTS = ("waist", "shoulder", "elbow", "forearm_roll", "wrist_pitch", "wrist_roll", "gripper")
 SPEC = DatasetSpec(
@@ -60,6 +64,23 @@ def dataset(tmp_path_factory):
                 )
             writer.end_episode(success=success)
     return root
+
+
+def tiny_checkpoints(dataset, root, steps: int = 2) -> tuple:
+    """Train the tiny dynamics and value models for a few steps under ``root``; return their folders."""
+    dynamics = train_dynamics(
+        DynamicsTrainConfig(
+            datasets=(str(dataset),), output=str(root / "dynamics"), model="tiny", steps=steps, batch_size=4
+        ),
+        progress=False,
+    )
+    value = fit_value(
+        ValueFitConfig(
+            datasets=(str(dataset),), output=str(root / "value"), model="tiny", steps=steps, batch_size=8
+        ),
+        progress=False,
+    )
+    return dynamics, value
 
 
 def test_dynamics_training_checkpoints_resumes_and_is_deterministic(dataset, tmp_path):
@@ -159,19 +180,8 @@ def check_env_interface(env, chunk: np.ndarray) -> None:
 
 
 def test_simulator_and_imagination_share_the_interface(dataset, tmp_path):
-    folder = train_dynamics(
-        DynamicsTrainConfig(
-            datasets=(str(dataset),), output=str(tmp_path / "d"), model="tiny", steps=2, batch_size=4
-        ),
-        progress=False,
-    )
-    dynamics, stats, _ = load_dynamics(folder)
-    value_folder = fit_value(
-        ValueFitConfig(
-            datasets=(str(dataset),), output=str(tmp_path / "v"), model="tiny", steps=2, batch_size=8
-        ),
-        progress=False,
-    )
+    dynamics_folder, value_folder = tiny_checkpoints(dataset, tmp_path)
+    dynamics, stats, _ = load_dynamics(dynamics_folder)
     value, _ = load_value(value_folder)
     world_model = WorldModel(dynamics, stats, value, sampling_steps=2)
     episodes = load_episodes([dataset], (16, 16))
@@ -207,26 +217,9 @@ def test_imagination_starts_from_real_states(dataset, tmp_path):
 
 @pytest.mark.ros
 def test_world_model_node_announces_imagines_and_refuses_bad_checkpoints(dataset, tmp_path, spawn, ros_node):
-    from std_msgs.msg import String
-    from std_srvs.srv import Trigger
-
-    from rise.nodes.qos import LATCHED
-    from support import call_service, wait_for
-
     node, executor = ros_node
     root = tmp_path / "ckpt"
-    good = train_dynamics(
-        DynamicsTrainConfig(
-            datasets=(str(dataset),), output=str(root / "dynamics"), model="tiny", steps=2, batch_size=4
-        ),
-        progress=False,
-    )
-    fit_value(
-        ValueFitConfig(
-            datasets=(str(dataset),), output=str(root / "value"), model="tiny", steps=2, batch_size=8
-        ),
-        progress=False,
-    )
+    good, _ = tiny_checkpoints(dataset, root)
     config = tmp_path / "exp.yaml"
     config.write_text(
         f"name: t\ndata_dir: {tmp_path}\ncheckpoint_dir: {root}\noutput_dir: {tmp_path / 'out'}\n"

@@ -24,9 +24,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from rise.models.flow_matching import sample
 
 from rise.models.episodes import EpisodeArrays, NormStats, to_uint8, to_unit_range
+from rise.models.flow_matching import sample
 
 
 @dataclasses.dataclass
