@@ -50,7 +50,7 @@ def test_console_script_runs():
 def test_nodes_json(capsys):
     assert main(["nodes", "--robot", "sim", "--mode", "improve", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert [row["name"] for row in rows] == ["monitor"]
+    assert [row["name"] for row in rows] == ["monitor", "world_model"]
     assert rows[0]["parameters"]["mode"] == "improve"
 
 
