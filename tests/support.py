@@ -26,6 +26,16 @@ def wait_for(predicate: Callable[[], object], timeout_s: float, what: str, step_
     pytest.fail(f"timed out after {timeout_s:g} s waiting for {what}")
 
 
+def spin_until(executor, predicate: Callable[[], object], timeout_s: float, what: str):
+    """Spin ``executor`` until ``predicate`` is truthy; fail naming ``what`` after the deadline."""
+
+    def spun():
+        executor.spin_once(timeout_sec=0.02)
+        return predicate()
+
+    return wait_for(spun, timeout_s, what, step_s=0.0)
+
+
 def call_service(node, executor, srv_type, name: str, request, timeout_s: float = 20.0):
     """Call a service, retrying until a response arrives or ``timeout_s`` passes.
 

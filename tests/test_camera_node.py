@@ -17,19 +17,12 @@ from sensor_msgs.msg import CameraInfo, Image
 from rise.hardware.cameras import Calibration
 from rise.nodes.qos import SENSOR
 from rise.nodes.ros_image import from_image
-from support import read_lines, real_robot_yaml, wait_for
+from support import read_lines, real_robot_yaml, spin_until
 
 pytestmark = pytest.mark.ros
 
 WIDTH, HEIGHT = 160, 120
 
-
-def spin_until(executor, predicate, timeout_s, what):
-    def spun():
-        executor.spin_once(timeout_sec=0.05)
-        return predicate()
-
-    return wait_for(spun, timeout_s, what, step_s=0.0)
 
 
 def write_video(path: Path, frames: int = 30) -> Path:

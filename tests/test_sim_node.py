@@ -16,17 +16,10 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from rise.config import load_robot
 from rise.nodes.qos import COMMAND, LATCHED, SENSOR
 from rise.nodes.ros_image import from_image
-from support import read_lines, wait_for
+from support import read_lines, spin_until, wait_for
 
 pytestmark = pytest.mark.ros
 
-
-def spin_until(executor, predicate, timeout_s, what):
-    def spun():
-        executor.spin_once(timeout_sec=0.05)
-        return predicate()
-
-    return wait_for(spun, timeout_s, what, step_s=0.0)
 
 
 @pytest.fixture

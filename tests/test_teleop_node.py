@@ -36,19 +36,12 @@ from rise.nodes.teleop_node import (
     rotation_from_vector,
     service_calls,
 )
-from support import read_lines, wait_for
+from support import read_lines, spin_until, wait_for
 
 ROBOT = load_robot("sim")
 HOME = np.array(ROBOT.arm.home)
 EE = TeleopMode.END_EFFECTOR
 
-
-def spin_until(executor, predicate, timeout_s, what):
-    def spun():
-        executor.spin_once(timeout_sec=0.02)
-        return predicate()
-
-    return wait_for(spun, timeout_s, what, step_s=0.0)
 
 
 # -- flags -> service calls (fakes) -----------------------------------------------------------
