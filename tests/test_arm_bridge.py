@@ -63,8 +63,10 @@ def test_commands_pass_the_safety_filter_and_estop_holds(stack):
     node.create_subscription(String, "/rise/arm/status", lambda m: status.append(json.loads(m.data)), LATCHED)
     teleop = node.create_publisher(JointTrajectory, "/rise/policy/command", COMMAND)
 
-    spin_until(executor, lambda: states and teleop.get_subscription_count() > 0, 30,
-               "joint states and the bridge")
+    # The bridge publishes its status once it knows the arm's pose; a command sent before that
+    # would be refused as a first command without a measured pose.
+    spin_until(executor, lambda: states and status and teleop.get_subscription_count() > 0, 30,
+               "joint states and the bridge's status")
     home = np.array(states[-1].position)
 
     # 1. The arm follows a trajectory from a plain rclpy node.

@@ -22,8 +22,10 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
     rclpy.init(args=args)
     node = None
     try:
-        node = factory()
+        # The executor exists before the (slow) node construction: a SIGTERM during start-up then
+        # interrupts the node, not the executor's __init__ (which rclpy reports as a traceback).
         executor = SingleThreadedExecutor()
+        node = factory()
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
