@@ -50,7 +50,7 @@ def cmd_train_dynamics(args) -> int:
         model=args.model, steps=args.steps, batch_size=args.batch_size or 8,
         groups_per_batch=None if args.groups_per_batch == 0 else args.groups_per_batch,
         group_by=args.group_by, seed=experiment.seed if args.seed is None else args.seed,
-        pretrained=args.pretrained, held_out_every=args.held_out_every)
+        pretrained=args.pretrained, held_out_every=args.held_out_every, lr_schedule=args.lr_schedule)
     folder = train_dynamics(cfg)
     print(f"dynamics checkpoint: {folder}")
     return 0
@@ -117,6 +117,8 @@ def add_commands(sub) -> None:
                           help="task-centric batching: draw each batch from N groups (0: uniform batches)")
     dynamics.add_argument("--group-by", choices=["episode", "task"], default="episode",
                           help="a group is a scene (episode) or a task (default: episode)")
+    dynamics.add_argument("--lr-schedule", choices=["constant", "cosine"], default="cosine",
+                          help="constant, or 100 warm-up steps then cosine decay to 10 %% (default: cosine)")
     dynamics.set_defaults(func=cmd_train_dynamics)
 
     value = sub.add_parser("train-value", help="train the progress value model",

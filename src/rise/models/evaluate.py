@@ -58,7 +58,9 @@ def evaluate_dynamics(model, stats: NormStats, episodes: Sequence[EpisodeArrays]
     rng = np.random.default_rng(seed)
     donors = rng.permutation(len(starts))
     donors = np.where(donors == np.arange(len(starts)), np.roll(donors, 1), donors)
-    scores = {name: [] for name in ("imagined", "copy_last", "shuffled_actions")}
+    names = ("imagined", "copy_last", "shuffled_actions")
+    scores = {name: [] for name in names}
+    by_view = {name: {} for name in names}
     clips = []
     for begin in range(0, len(starts), batch_size):
         chunk = list(range(begin, min(begin + batch_size, len(starts))))
@@ -75,18 +77,26 @@ def evaluate_dynamics(model, stats: NormStats, episodes: Sequence[EpisodeArrays]
             for v in range(real.shape[2]):
                 truth = real[j, :, v]
                 copy = np.repeat(last[j, v][None], h, axis=0)
-                scores["imagined"].append(_frame_scores(truth, imagined[j, v], last[j, v]))
-                scores["shuffled_actions"].append(_frame_scores(truth, swapped[j, v], last[j, v]))
-                scores["copy_last"].append(_frame_scores(truth, copy, last[j, v]))
+                for name, frames in (("imagined", imagined[j, v]), ("shuffled_actions", swapped[j, v]),
+                                     ("copy_last", copy)):
+                    score = _frame_scores(truth, frames, last[j, v])
+                    scores[name].append(score)
+                    by_view[name].setdefault(v, []).append(score)
             if len(clips) < video_windows:
                 clips.append((real[j], imagined[j].transpose(1, 0, 2, 3, 4),
                               swapped[j].transpose(1, 0, 2, 3, 4)))
     if video is not None:
         write_side_by_side(video, clips)
-    summary = {name: dict(zip(("psnr", "ssim", "flow_epe"), np.mean(values, axis=0).round(4).tolist(),
-                              strict=True)) for name, values in scores.items()}
+    summary = {name: _mean_scores(values) for name, values in scores.items()}
+    summary["per_view"] = {name: {v: _mean_scores(values) for v, values in views.items()}
+                           for name, views in by_view.items()}
     summary["windows"] = len(starts)
+    summary["sampling_steps"] = sampling_steps
     return summary
+
+
+def _mean_scores(values) -> dict:
+    return dict(zip(("psnr", "ssim", "flow_epe"), np.mean(values, axis=0).round(4).tolist(), strict=True))
 
 
 def _context(episodes, start, k) -> torch.Tensor:

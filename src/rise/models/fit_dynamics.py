@@ -39,6 +39,7 @@ class DynamicsTrainConfig:
     steps: int = 2000
     batch_size: int = 8
     learning_rate: float = 3e-4
+    lr_schedule: str = "constant"  # or "cosine": 100 warm-up steps, then cosine decay to 10 % at ``steps``
     groups_per_batch: int | None = 2  # task-centric batching; None = uniform batches (ablation)
     group_by: str = "episode"  # scenes ("episode") or tasks ("task")
     cameras: tuple[str, ...] | None = None  # None: every camera of the dataset
@@ -46,6 +47,21 @@ class DynamicsTrainConfig:
     checkpoint_every: int = 500
     seed: int = 0
     pretrained: str | None = None  # a local checkpoint folder to start from
+
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def learning_rate_at(cfg: DynamicsTrainConfig, step: int) -> float:
+    """The learning rate of optimiser step ``step`` (a function of the step alone, so resuming
+    reproduces it; resuming with a larger ``steps`` stretches the rest of a cosine schedule)."""
+    if cfg.lr_schedule == "constant":
+        return cfg.learning_rate
+    warmup = min(100, max(cfg.steps // 10, 1))
+    if step < warmup:
+        return cfg.learning_rate * (step + 1) / warmup
+    progress = min((step - warmup) / max(cfg.steps - warmup, 1), 1.0)
+    return cfg.learning_rate * (0.1 + 0.45 * (1.0 + np.cos(np.pi * progress)))
 
 
 def split_episodes(episodes, held_out_every: int):
@@ -83,6 +99,8 @@ def _save(model, optimizer, stats: NormStats, output: Path, step: int, metrics: 
 
 def train_dynamics(cfg: DynamicsTrainConfig, progress: bool = True) -> Path:
     """Train (or resume) and return the last checkpoint folder."""
+    if cfg.lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {cfg.lr_schedule!r}")
     output = Path(cfg.output)
     output.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -116,6 +134,8 @@ def train_dynamics(cfg: DynamicsTrainConfig, progress: bool = True) -> Path:
     for step in bar:
         batch = torch.utils.data.default_collate([windows[i] for i in sampler.batch(step)])
         generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate_at(cfg, step)
         loss = training_step(model, batch, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
