@@ -15,7 +15,6 @@ from safetensors.torch import load_file
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from rise.data import DatasetSpec, DatasetWriter
 from rise.imagination.world_model_env import ImaginationEnv, WorldModel
 from rise.models.checkpoint import verify
 from rise.models.episodes import load_episodes
@@ -24,11 +23,7 @@ from rise.models.fit_value import ValueFitConfig, fit_value, load_value
 from rise.nodes.qos import LATCHED
 from rise.sim.env import SimEnv
 from support import call_service, wait_for
-
-JOINTS = ("waist", "shoulder", "elbow", "forearm_roll", "wrist_pitch", "wrist_roll", "gripper")
-SPEC = DatasetSpec(
-    fps=30, robot_type="sim", joint_names=JOINTS, cameras=(("front", 16, 16), ("wrist", 16, 16))
-)
+from toy_data import JOINTS, tiny_checkpoints, write_toy_dataset
 
 
 @pytest.fixture(autouse=True)
@@ -41,46 +36,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    """Episodes where a bright square moves with the waist action; failures go dark at the end."""
-    root = tmp_path_factory.mktemp("data") / "toy"
-    rng = np.random.default_rng(0)
-    with DatasetWriter(root, SPEC, codec="h264") as writer:
-        for episode in range(10):
-            success = episode % 3 != 2
-            writer.start_episode("move the square")
-            position = 2.0
-            for t in range(24):
-                action = np.zeros(7, np.float32)
-                action[0] = rng.uniform(-1, 1)
-                position = float(np.clip(position + action[0], 0, 11))
-                front = np.full((16, 16, 3), 30 + 6 * t if success or t < 18 else 10, np.uint8)
-                front[6:10, int(position) : int(position) + 4] = 250
-                writer.add_frame(
-                    state=action,
-                    action=action,
-                    images={"front": front, "wrist": front[::-1].copy()},
-                    state_capture_ns=t,
-                    image_capture_ns={"front": t, "wrist": t},
-                )
-            writer.end_episode(success=success)
-    return root
-
-
-def tiny_checkpoints(dataset, root, steps: int = 2) -> tuple:
-    """Train the tiny dynamics and value models for a few steps under ``root``; return their folders."""
-    dynamics = train_dynamics(
-        DynamicsTrainConfig(
-            datasets=(str(dataset),), output=str(root / "dynamics"), model="tiny", steps=steps, batch_size=4
-        ),
-        progress=False,
-    )
-    value = fit_value(
-        ValueFitConfig(
-            datasets=(str(dataset),), output=str(root / "value"), model="tiny", steps=steps, batch_size=8
-        ),
-        progress=False,
-    )
-    return dynamics, value
+    return write_toy_dataset(tmp_path_factory.mktemp("data") / "toy")
 
 
 def test_dynamics_training_checkpoints_resumes_and_is_deterministic(dataset, tmp_path):

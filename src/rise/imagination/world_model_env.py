@@ -2,9 +2,12 @@
 
 ``reset`` starts from a real state sampled from the dataset (its last K frames of every view);
 ``step_chunk(actions)`` asks the dynamics model for the H future frames of every view and the
-value model for V of each imagined frame. Rollout code written against :class:`SimEnv`
-(``reset`` / ``step_chunk`` / ``joint_names`` / ``control_period_s`` / ``close``) runs unchanged
-on either — with the simulator as an oracle world model, or with the learned one.
+value model for V of each imagined frame. With ``uncertainty_samples`` > 1 it draws that many
+samples of the chunk (different noise) and reports their disagreement (mean per-pixel std, in
+[-1, 1] pixel units) as ``info["uncertainty"]``; the first sample is the one returned.
+Rollout code written against :class:`SimEnv` (``reset`` / ``step_chunk`` / ``joint_names`` /
+``control_period_s`` / ``close``) runs unchanged on either — with the simulator as an oracle world
+model, or with the learned one.
 
 Joint state: the dynamics model predicts images, not joints. The arm is position controlled,
 so after a chunk the imagined joint state is the chunk's last commanded target.
@@ -71,7 +74,9 @@ class ImaginationEnv:
 
     def __init__(self, world_model: WorldModel, episodes: Sequence[EpisodeArrays],
                  camera_names: Sequence[str], joint_names: Sequence[str], control_rate_hz: float = 30.0,
-                 max_chunks: int = 20):
+                 max_chunks: int = 20, uncertainty_samples: int = 1):
+        if uncertainty_samples < 1:
+            raise ValueError(f"uncertainty_samples must be >= 1, got {uncertainty_samples}")
         if not episodes:
             raise ValueError("the imagination environment needs dataset episodes to start from")
         self.world_model = world_model
@@ -80,6 +85,7 @@ class ImaginationEnv:
         self.joint_names = tuple(joint_names)
         self.control_period_s = 1.0 / control_rate_hz
         self.max_chunks = max_chunks
+        self.uncertainty_samples = uncertainty_samples
         k = world_model.context_frames
         self._starts = [(e, t) for e, ep in enumerate(self.episodes) for t in range(k - 1, ep.length)]
         self._rng = np.random.default_rng()
@@ -117,7 +123,11 @@ class ImaginationEnv:
         h = self.world_model.horizon
         if actions.shape != (h, len(self.joint_names)):
             raise ValueError(f"actions must have shape ({h}, {len(self.joint_names)}), got {actions.shape}")
-        future = self.world_model.imagine(self._context, actions[None], self._generator)  # (1, V, H, ...)
+        n = self.uncertainty_samples
+        samples = self.world_model.imagine(self._context.expand(n, *self._context.shape[1:]),
+                                           np.repeat(actions[None], n, axis=0), self._generator)
+        future = samples[:1]  # (1, V, H, ...); the others only measure the disagreement
+        uncertainty = float(samples.std(dim=0).mean()) if n > 1 else 0.0
         values = self.world_model.values(future)[0]
         k = self.world_model.context_frames
         self._context = torch.cat([self._context, future], dim=2)[:, :, -k:]
@@ -129,7 +139,7 @@ class ImaginationEnv:
         self._chunks += 1
         truncated = self._chunks >= self.max_chunks
         return observations, 0.0, False, truncated, {"values": values.tolist(), "imagined": True,
-                                                      "chunks": self._chunks}
+                                                      "chunks": self._chunks, "uncertainty": uncertainty}
 
     def _observation(self, frames: torch.Tensor, state: np.ndarray | None = None) -> dict:
         images = to_uint8(frames)  # (V, h, w, 3)

@@ -34,6 +34,12 @@ class EpisodeArrays:
     images: np.ndarray  # (T, V, h, w, 3) uint8, views in camera order
     states: np.ndarray  # (T, J) float32
     actions: np.ndarray  # (T, J) float32
+    metadata: dict = dataclasses.field(default_factory=dict, compare=False)  # the episode's rise_metadata
+
+    @property
+    def is_demo(self) -> bool:
+        """A demonstration (scripted expert or teleoperated), not a perturbed or policy rollout."""
+        return self.metadata.get("expert", "scripted") in ("scripted", "teleop", "human")
 
     @property
     def length(self) -> int:
@@ -64,7 +70,7 @@ def load_episodes(roots: Sequence[str | Path], size: tuple[int, int], cameras: S
             views = np.stack([resize_frames(episode.images[c], size) for c in names], axis=1)
             episodes.append(EpisodeArrays(Path(root).name, index, episode.task, bool(episode.success), views,
                                           episode.states.astype(np.float32),
-                                          episode.actions.astype(np.float32)))
+                                          episode.actions.astype(np.float32), dict(episode.metadata)))
     return episodes
 
 
