@@ -22,6 +22,7 @@ from pathlib import Path
 
 from rise import paths
 from rise.bringup import Mode, NodeLaunch, plan
+from rise.cli_policy import add_commands as add_policy_commands
 from rise.cli_world_model import add_commands as add_world_model_commands
 from rise.config import (
     ConfigError,
@@ -211,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     collect.set_defaults(func=cmd_collect)
 
     add_world_model_commands(sub)
+    add_policy_commands(sub)
 
     nodes = sub.add_parser("nodes", help="list the nodes a mode starts",
                            description="Print the node table rows for a robot and mode.")

@@ -1,0 +1,120 @@
+"""``rise warmup`` and ``rise improve``: the advantage-conditioned policy and the imagination loop.
+
+Examples::
+
+    rise warmup --datasets rise_runs/data/pack --steps 2000          # labels from the latest value model
+    rise improve --datasets rise_runs/data/pack --iterations 3       # learned world model
+    rise improve --datasets rise_runs/data/pack --world-model sim --task pack   # simulator as oracle
+
+Defaults come from the experiment config: checkpoints under ``<checkpoint_dir>`` (``value``,
+``dynamics``, ``policy_warmup``, ``policy``); an existing run folder is resumed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rise.cli_world_model import _datasets
+from rise.config import load_experiment
+
+
+def _latest(root: Path, kind: str, given: str | None) -> str | None:
+    from rise.models.fit_dynamics import latest_checkpoint
+
+    if given:
+        return given
+    folder = latest_checkpoint(root / kind)
+    return None if folder is None else str(folder)
+
+
+def cmd_warmup(args) -> int:
+    from rise.policy.warmup import WarmupConfig, warmup
+
+    experiment = load_experiment(args.config)
+    root = Path(experiment.checkpoint_dir)
+    value = None if args.behaviour_cloning else _latest(root, "value", args.value)
+    if value is None and not args.behaviour_cloning:
+        raise SystemExit(f"rise: error: --value: no value checkpoint under {root / 'value'} "
+                         "(rise train-value, or --behaviour-cloning)")
+    cfg = WarmupConfig(
+        datasets=_datasets(args, experiment), output=args.output or str(root / "policy_warmup"),
+        value=value, model=args.model, steps=args.steps, batch_size=args.batch_size,
+        num_bins=args.num_bins, seed=experiment.seed if args.seed is None else args.seed,
+        pretrained=args.pretrained)
+    print(f"warm-up policy checkpoint: {warmup(cfg)}")
+    return 0
+
+
+def cmd_improve(args) -> int:
+    from rise.policy.improve import ImproveConfig, improve
+
+    experiment = load_experiment(args.config)
+    root = Path(experiment.checkpoint_dir)
+    warm = _latest(root, "policy_warmup", args.warmup)
+    value = _latest(root, "value", args.value)
+    dynamics = _latest(root, "dynamics", args.dynamics) if args.world_model == "learned" else None
+    for name, folder in (("--warmup", warm), ("--value", value)):
+        if folder is None:
+            raise SystemExit(f"rise: error: {name}: no checkpoint found under {root} (give the folder)")
+    try:
+        cfg = ImproveConfig(
+            datasets=_datasets(args, experiment), output=args.output or str(root / "policy"), warmup=warm,
+            value=value, dynamics=dynamics, world_model=args.world_model, task=args.task or experiment.task,
+            robot=experiment.robot, iterations=args.iterations, rollouts_per_iteration=args.rollouts,
+            feedback_steps=args.feedback_steps, offline_ratio=args.offline_ratio,
+            steps_per_iteration=args.steps_per_iteration, batch_size=args.batch_size,
+            uncertainty_samples=args.uncertainty_samples, uncertainty_threshold=args.uncertainty_threshold,
+            seed=experiment.seed if args.seed is None else args.seed)
+    except ValueError as error:
+        raise SystemExit(f"rise: error: {error}") from None
+    folder = improve(cfg)
+    print(f"improved policy checkpoint: {folder}\nplot: {Path(cfg.output) / 'improve.png'}")
+    return 0
+
+
+def add_commands(sub) -> None:
+    warm = sub.add_parser("warmup", help="train the advantage-conditioned policy on the offline data",
+                          description="Warm-up (RECAP recipe): label every frame with the value model's "
+                          "binned advantage (demos: the best bin) and train the policy on them.")
+    warm.add_argument("--config", default=None, help="experiment config YAML")
+    warm.add_argument("--datasets", nargs="+", default=None, metavar="DIR")
+    warm.add_argument("--value", default=None, metavar="DIR", help="value checkpoint (default: the latest)")
+    warm.add_argument("--behaviour-cloning", action="store_true",
+                      help="no value model: every frame in the best bin (the BC baseline)")
+    warm.add_argument("--output", default=None, help="run folder (default: <checkpoint_dir>/policy_warmup)")
+    warm.add_argument("--model", default="cpu_default", help="named policy config (cpu_default, large, tiny)")
+    warm.add_argument("--steps", type=int, default=2000)
+    warm.add_argument("--batch-size", type=int, default=32)
+    warm.add_argument("--num-bins", type=int, default=10)
+    warm.add_argument("--seed", type=int, default=None)
+    warm.add_argument("--pretrained", default=None, metavar="DIR",
+                      help="local ViT checkpoint for the encoder")
+    warm.set_defaults(func=cmd_warmup)
+
+    imp = sub.add_parser("improve", help="improve the policy by practising in the world model",
+                         description="The RISE imagination loop: rollouts in the world model, binned "
+                         "advantages, training on imagined + offline data; a checkpoint per iteration.")
+    imp.add_argument("--config", default=None, help="experiment config YAML")
+    imp.add_argument("--datasets", nargs="+", default=None, metavar="DIR")
+    imp.add_argument("--warmup", default=None, metavar="DIR", help="warm-up policy (default: the latest)")
+    imp.add_argument("--value", default=None, metavar="DIR", help="value checkpoint (default: the latest)")
+    imp.add_argument("--dynamics", default=None, metavar="DIR",
+                     help="dynamics checkpoint (default: the latest)")
+    imp.add_argument("--world-model", choices=["learned", "sim"], default="learned",
+                     help="the learned world model, or the simulator as an oracle (default: learned)")
+    imp.add_argument("--task", default=None,
+                     help="sim task for --world-model sim (default: the experiment's)")
+    imp.add_argument("--output", default=None, help="run folder (default: <checkpoint_dir>/policy)")
+    imp.add_argument("--iterations", type=int, default=3)
+    imp.add_argument("--rollouts", type=int, default=16, help="rollouts per iteration (default: 16)")
+    imp.add_argument("--feedback-steps", type=int, default=2,
+                     help="imagined frames fed back as observation at most this many times in a row")
+    imp.add_argument("--offline-ratio", type=float, default=0.6, help="offline share of each batch")
+    imp.add_argument("--steps-per-iteration", type=int, default=200)
+    imp.add_argument("--batch-size", type=int, default=32)
+    imp.add_argument("--uncertainty-samples", type=int, default=2,
+                     help="dynamics samples per chunk to measure their disagreement (1: off)")
+    imp.add_argument("--uncertainty-threshold", type=float, default=None,
+                     help="cut imagined chunks whose disagreement passes this (pixel std, [-1, 1] units)")
+    imp.add_argument("--seed", type=int, default=None)
+    imp.set_defaults(func=cmd_improve)

@@ -1,0 +1,119 @@
+"""Warm-up and the imagination loop on a toy dataset with tiny models (learned and oracle world model)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from rise.models.checkpoint import verify
+from rise.models.episodes import load_episodes
+from rise.models.fit_value import load_value
+from rise.policy.data import label_episodes
+from rise.policy.improve import ImproveConfig, improve, read_metrics
+from rise.policy.learner import PolicyLearner
+from rise.policy.policy_io import Policy
+from rise.policy.warmup import WarmupConfig, warmup
+from toy_data import tiny_checkpoints, write_toy_dataset
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Toy data, tiny dynamics + value checkpoints and a 6-step warm-up policy."""
+    root = tmp_path_factory.mktemp("loop")
+    dataset = write_toy_dataset(root / "toy")
+    dynamics, value = tiny_checkpoints(dataset, root / "ckpt")
+    cfg = WarmupConfig(datasets=(str(dataset),), output=str(root / "ckpt" / "warmup"), value=str(value),
+                       model="tiny", steps=6, batch_size=8, checkpoint_every=3)
+    policy = warmup(cfg, progress=False)
+    return {"dataset": dataset, "dynamics": dynamics, "value": value, "warmup": policy, "root": root}
+
+
+def test_labels_give_demos_the_best_bin_and_spread_the_rest(world):
+    episodes = load_episodes([world["dataset"]], (16, 16))
+    value, _ = load_value(world["value"])
+    labels = label_episodes(episodes, value, horizon=3, num_bins=10)
+    for episode, bins in zip(episodes, labels.bins_per_episode, strict=True):
+        if episode.is_demo:
+            assert (bins == labels.bins.best).all()
+    pairs = zip(episodes, labels.bins_per_episode, strict=True)
+    rollouts = np.concatenate([b for e, b in pairs if not e.is_demo])
+    assert len(set(rollouts.tolist())) > 2  # bins fitted to the rollouts' advantages use the range
+    assert sum(labels.histogram()) == sum(e.length for e in episodes)
+
+
+def test_warmup_checkpoint_is_a_verified_policy(world):
+    folder = world["warmup"]
+    manifest = verify(folder, kind="policy")
+    assert manifest.step == 6 and "loss" in manifest.metrics
+    policy = Policy.load(folder)
+    assert policy.cameras == ("front", "wrist")
+    chunk = policy.predict(np.zeros((2, 16, 16, 3), np.uint8), np.zeros(7, np.float32),
+                           generator=torch.Generator().manual_seed(0))
+    assert chunk.shape == (3, 7) and np.isfinite(chunk).all()
+    labels = json.loads((folder.parent / "labels.json").read_text())
+    assert labels["frames"] == 240 and len(labels["histogram"]) == 10
+
+
+def _improve(world, output, **overrides) -> ImproveConfig:
+    settings = dict(datasets=(str(world["dataset"]),), output=str(output), warmup=str(world["warmup"]),
+                    value=str(world["value"]), dynamics=str(world["dynamics"]), iterations=2,
+                    rollouts_per_iteration=2, feedback_steps=2, steps_per_iteration=3, batch_size=8,
+                    policy_sampling_steps=2, world_model_sampling_steps=2, seed=5)
+    return ImproveConfig(**{**settings, **overrides})
+
+
+def test_loop_runs_two_iterations_and_a_resumed_run_matches(world, tmp_path):
+    straight = improve(_improve(world, tmp_path / "a"), progress=False)
+    improve(_improve(world, tmp_path / "b", iterations=1), progress=False)
+    announced = []
+    resumed = improve(_improve(world, tmp_path / "b"), progress=False,
+                      on_checkpoint=lambda folder, metrics: announced.append((folder, metrics)))
+    assert [m["iteration"] for _, m in announced] == [2]  # only the missing iteration ran
+    rows = read_metrics(tmp_path / "a")
+    assert [r["iteration"] for r in rows] == [1, 2]
+    first = rows[0]
+    assert first["rollouts"] == 2 and 2 <= first["chunks"] <= 6
+    assert first["imagined_samples"] == first["chunks"]
+    assert sum(first["bin_histogram"]) == first["imagined_samples"]
+    assert (tmp_path / "a" / "improve.png").stat().st_size > 0
+    a, b = (load_file(str(f / "model.safetensors")) for f in (straight, resumed))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)  # resumed == uninterrupted
+    learner = PolicyLearner.resume(tmp_path / "a")
+    assert learner.extra["iteration"] == 2 and learner.ema is not None
+
+
+def test_uncertain_chunks_are_cut(world, tmp_path):
+    improve(_improve(world, tmp_path, iterations=1, uncertainty_samples=2, uncertainty_threshold=0.0),
+            progress=False)
+    (row,) = read_metrics(tmp_path)
+    assert row["cut"] == 2 and row["chunks"] == 0 and row["imagined_samples"] == 0  # first chunk of each cut
+    assert row["mean_uncertainty"] > 0
+
+
+def test_the_simulator_runs_the_same_loop_as_an_oracle(world, tmp_path):
+    folder = improve(_improve(world, tmp_path, world_model="sim", task="box_close", dynamics=None,
+                              iterations=1, feedback_steps=1), progress=False)
+    (row,) = read_metrics(tmp_path)
+    assert row["rollouts"] == 2 and row["chunks"] >= 2 and row["cut"] == 0
+    assert verify(folder, kind="policy").metrics["iteration"] == 1
+
+
+def test_bad_loop_settings_name_the_field(world, tmp_path):
+    with pytest.raises(ValueError, match="offline_ratio"):
+        _improve(world, tmp_path, offline_ratio=1.5)
+    with pytest.raises(ValueError, match="dynamics"):
+        _improve(world, tmp_path, dynamics=None)
+    with pytest.raises(ValueError, match="task"):
+        _improve(world, tmp_path, world_model="sim")
