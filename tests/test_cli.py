@@ -50,8 +50,12 @@ def test_console_script_runs():
 def test_nodes_json(capsys):
     assert main(["nodes", "--robot", "sim", "--mode", "improve", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert [row["name"] for row in rows] == ["monitor", "world_model"]
+    names = [row["name"] for row in rows]
+    assert names == ["monitor", "sim", "arm_bridge", "policy", "trainer", "world_model"]
     assert rows[0]["parameters"]["mode"] == "improve"
+    by_name = dict(zip(names, rows, strict=True))
+    assert by_name["arm_bridge"]["parameters"]["source"] == "policy"
+    assert by_name["policy"]["parameters"]["enabled"] is True  # sim only: a real arm waits for enable
 
 
 def test_config_check_and_fields(capsys):

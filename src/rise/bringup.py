@@ -63,7 +63,7 @@ NODE_TABLE: tuple[NodeSpec, ...] = (
         module="rise.nodes.sim_node",
         description="MuJoCo robot: /cameras/<name>/image_raw + camera_info, /joint_states; obeys "
         "/<controller>/joint_trajectory; /rise/sim/reset, /rise/sim/status",
-        modes=frozenset({Mode.COLLECT, Mode.DEPLOY}),
+        modes=ALL_MODES,
         robot_kinds=frozenset({RobotKind.SIM}),
     ),
     NodeSpec(
@@ -73,7 +73,7 @@ NODE_TABLE: tuple[NodeSpec, ...] = (
         description="safety filter between /rise/{teleop,policy}/command and "
         "/<controller>/joint_trajectory; /rise/arm/command_sent, /rise/arm/estop, "
         "/rise/arm/select_source, /rise/arm/status",
-        modes=frozenset({Mode.COLLECT, Mode.DEPLOY}),
+        modes=ALL_MODES,
         respawn=True,
     ),
     NodeSpec(
@@ -82,7 +82,7 @@ NODE_TABLE: tuple[NodeSpec, ...] = (
         module="rise.nodes.camera_node",
         description="one real camera (one node per camera, camera_<name>): "
         "/cameras/<name>/image_raw + camera_info, /diagnostics",
-        modes=frozenset({Mode.COLLECT, Mode.DEPLOY}),
+        modes=ALL_MODES,
         robot_kinds=frozenset({RobotKind.REAL}),
         respawn=True,
         per_camera=True,
@@ -103,6 +103,25 @@ NODE_TABLE: tuple[NodeSpec, ...] = (
         description="records synchronised cameras, /joint_states and /rise/arm/command_sent into a "
         "LeRobot v3 dataset; /rise/recorder/{start,stop,discard}_episode, /rise/recorder/status",
         modes=frozenset({Mode.COLLECT}),
+    ),
+    NodeSpec(
+        name="policy",
+        executable="rise_policy",
+        module="rise.nodes.policy_node",
+        description="runs the policy on the cameras + /joint_states -> /rise/policy/command at the "
+        "control rate; hot-swaps verified checkpoints from /rise/policy/checkpoint; "
+        "/rise/policy/rollback, /rise/policy/enable, /rise/policy/status",
+        modes=frozenset({Mode.DEPLOY, Mode.IMPROVE}),
+        respawn=True,
+    ),
+    NodeSpec(
+        name="trainer",
+        executable="rise_trainer",
+        module="rise.nodes.trainer_node",
+        description="runs the imagination loop on the announced world model, announces each policy on "
+        "/rise/policy/checkpoint; /rise/trainer/start, /rise/trainer/pause, /rise/trainer/status",
+        modes=frozenset({Mode.IMPROVE}),
+        respawn=True,  # a restarted trainer resumes after its last finished iteration
     ),
     NodeSpec(
         name="world_model",
@@ -177,7 +196,9 @@ def plan(
                     # In sim the scripted expert is the teleop device and runs episodes unattended.
                     parameters += (("expert_teleop", True), ("record", True))
                 if spec.name == "arm_bridge":
-                    parameters += (("source", "policy" if mode is Mode.DEPLOY else "teleop"),)
+                    parameters += (("source", "teleop" if mode is Mode.COLLECT else "policy"),)
+                if spec.name == "policy" and robot.kind is RobotKind.SIM:
+                    parameters += (("enabled", True),)  # a real arm waits for /rise/policy/enable
                 if spec.name == "teleop":
                     parameters += (("device", "gamepad"),)  # a robot config field can come later
             elif spec.name == "robot_state_publisher":
