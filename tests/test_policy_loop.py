@@ -16,6 +16,7 @@ from rise.policy.data import label_episodes
 from rise.policy.improve import ImproveConfig, improve, read_metrics
 from rise.policy.learner import PolicyLearner
 from rise.policy.policy_io import Policy
+from rise.policy.sim_eval import evaluate_policy, wilson_interval
 from rise.policy.warmup import WarmupConfig, warmup
 from toy_data import tiny_checkpoints, write_toy_dataset
 
@@ -117,3 +118,23 @@ def test_bad_loop_settings_name_the_field(world, tmp_path):
         _improve(world, tmp_path, dynamics=None)
     with pytest.raises(ValueError, match="task"):
         _improve(world, tmp_path, world_model="sim")
+
+
+def test_wilson_interval_against_hand_computed_values():
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert wilson_interval(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    assert wilson_interval(10, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)
+    assert wilson_interval(17, 20) == pytest.approx((0.6396, 0.9476), abs=1e-4)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    with pytest.raises(ValueError, match="successes"):
+        wilson_interval(3, 2)
+
+
+def test_evaluate_runs_simulated_episodes_and_writes_videos(world, tmp_path):
+    result = evaluate_policy(world["warmup"], "box_close", episodes=2, execute=3, flow_steps=2, videos=1,
+                             output=tmp_path)
+    assert result["episodes"] == 2 and 0 <= result["successes"] <= 2
+    low, high = result["wilson_95"]
+    assert 0.0 <= low <= result["success_rate"] <= high <= 1.0
+    assert all(0 <= e["score"] <= 10 and e["ticks"] > 0 for e in result["per_episode"])
+    assert [p.name for p in tmp_path.glob("*.mp4")] == ["box_close_seed1000.mp4"]

@@ -72,7 +72,46 @@ def cmd_improve(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    import json
+
+    from rise.policy.sim_eval import evaluate_policy
+
+    experiment = load_experiment(args.config)
+    root = Path(experiment.checkpoint_dir)
+    folder = args.policy or _latest(root, "policy", None) or _latest(root, "policy_warmup", None)
+    if folder is None:
+        raise SystemExit(f"rise: error: --policy: no policy checkpoint under {root} (rise warmup / improve)")
+    task = args.task or experiment.task
+    output = Path(args.output or Path(experiment.output_dir) / "evaluate" / task)
+    result = evaluate_policy(folder, task, args.episodes, seed=args.seed, workers=args.workers,
+                             execute=args.execute, videos=args.videos, output=output)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "result.json").write_text(json.dumps(result, indent=2))
+    low, high = result["wilson_95"]
+    print(f"{task}: {result['successes']}/{result['episodes']} = {100 * result['success_rate']:.0f} % "
+          f"(95 % CI {100 * low:.0f}-{100 * high:.0f} %), mean score {result['mean_score']:.1f}/10, "
+          f"{result['seconds']} s\nwritten: {output}/result.json and the videos")
+    return 0
+
+
 def add_commands(sub) -> None:
+    ev = sub.add_parser("evaluate", help="success rate of a policy checkpoint in the simulator",
+                        description="Run N simulated episodes of a policy (headless, no ROS): success rate "
+                        "with its 95 % Wilson interval, mean sub-goal score, videos.")
+    ev.add_argument("--config", default=None, help="experiment config YAML")
+    ev.add_argument("--policy", default=None, metavar="DIR",
+                    help="policy checkpoint (default: the latest improved one, else the warm-up)")
+    ev.add_argument("--task", default=None, help="brick_sort, box_close or pack (default: the experiment's)")
+    ev.add_argument("--episodes", type=int, default=20)
+    ev.add_argument("--seed", type=int, default=1000, help="seed of the first episode (then +1)")
+    ev.add_argument("--workers", type=int, default=1, help="processes to spread the episodes over")
+    ev.add_argument("--execute", type=int, default=None, help="chunk steps run before re-planning "
+                    "(default: half the horizon)")
+    ev.add_argument("--videos", type=int, default=2, help="episodes saved as mp4 (default: 2)")
+    ev.add_argument("--output", default=None, help="default: <output_dir>/evaluate/<task>")
+    ev.set_defaults(func=cmd_evaluate)
+
     warm = sub.add_parser("warmup", help="train the advantage-conditioned policy on the offline data",
                           description="Warm-up (RECAP recipe): label every frame with the value model's "
                           "binned advantage (demos: the best bin) and train the policy on them.")

@@ -12,6 +12,8 @@
   transient local): a new checkpoint. It is verified (sha256 manifest, inside the experiment's
   ``checkpoint_dir``, safetensors/JSON only), loaded and dry-run in the background and goes live
   between two control ticks; a bad one is refused with the reason, the running policy keeps going.
+- At start it loads ``checkpoint``, or the newest policy under ``<checkpoint_dir>/policy``, or the
+  warm-up policy under ``<checkpoint_dir>/policy_warmup``.
 - ``/rise/policy/rollback`` (std_srvs/Trigger): back to the policy live before the last swap.
 - ``/rise/policy/enable`` (std_srvs/SetBool): start or stop publishing commands.
 - ``/rise/policy/status`` (std_msgs/String, JSON, latched, on changes and at 1 Hz): active and
@@ -36,6 +38,7 @@ from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from rise.models.fit_dynamics import latest_checkpoint
 from rise.nodes.node_main import run_node
 from rise.nodes.parameters import declare, declare_configs
 from rise.nodes.qos import COMMAND, LATCHED, SENSOR, STATE
@@ -67,7 +70,8 @@ class PolicyNode(Node):
         enabled = declare(self, "enabled", False, "publish commands from the start (else: call "
                           "/rise/policy/enable)")
         checkpoint = declare(self, "checkpoint", "", "policy folder to load at start (verified, not "
-                             "limited to checkpoint_dir; empty: wait for /rise/policy/checkpoint)")
+                             "limited to checkpoint_dir; empty: the newest under <checkpoint_dir>/policy, "
+                             "else <checkpoint_dir>/policy_warmup, else wait for /rise/policy/checkpoint)")
         self.names = list(self.robot.arm.joint_names)
         self._period_s = 1.0 / rate
         self._status_dirty = True
@@ -85,12 +89,24 @@ class PolicyNode(Node):
         self.create_subscription(String, "/rise/policy/checkpoint", self._on_checkpoint, LATCHED)
         self.create_service(Trigger, "/rise/policy/rollback", self._on_rollback)
         self.create_service(SetBool, "/rise/policy/enable", self._on_enable)
+        checkpoint = checkpoint or self._newest_policy()
         if checkpoint:
             self.runtime.load_candidate(checkpoint)
         self.create_timer(self._period_s, self._tick)
         self.get_logger().info(f"policy: {rate:g} Hz on /rise/policy/command, cameras "
                                f"{list(self.robot.camera_names)}, checkpoint root {self._root}, "
                                f"{'enabled' if enabled else 'disabled'}")
+
+    def _newest_policy(self) -> str:
+        for run in ("policy", "policy_warmup"):
+            try:
+                folder = latest_checkpoint(self._root / run)
+            except (OSError, ValueError, KeyError, TypeError) as error:
+                self.get_logger().error(f"{self._root / run}/latest.json unreadable: {error}")
+                continue
+            if folder is not None:
+                return str(folder)
+        return ""
 
     # -- inputs -----------------------------------------------------------------------------
     def _on_image(self, camera: str, message: Image) -> None:
