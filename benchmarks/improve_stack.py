@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     def spin_until(predicate, what: str):
         while not predicate():
             if time.monotonic() > deadline or stack.poll() is not None:
-                raise SystemExit(f"improve stack: gave up waiting for {what} (stack exit code {stack.poll()})")
+                raise SystemExit(f"improve stack: gave up waiting for {what} "
+                                 f"(stack exit code {stack.poll()})")
             rclpy.spin_once(node, timeout_sec=0.05)
 
     try:
@@ -85,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             "iteration": announcement["iteration"],
             "swap_ms_announcement_to_live": after["last_swap_ms"],
             "swap_observed_ms": round((live_at - announced_at) * 1e3, 1),
-            "missed_ticks_during_swap": after["missed_ticks"] - before["missed_ticks"],
+            "missed_ticks_during_swap": after["last_swap_missed_ticks"],
+            "missed_ticks_around_swap": after["missed_ticks"] - before["missed_ticks"],
             "ticks": after["ticks"], "missed_ticks_total": after["missed_ticks"],
             "commands_sent": len(commands), "max_command_gap_ms_around_swap": round(max(gaps) * 1e3, 1)
             if gaps else None, "max_command_step_rad": round(moved, 4),

@@ -133,13 +133,13 @@ def test_predict_returns_absolute_targets_and_checks_inputs():
     state = np.linspace(-1, 1, 7)
     g = torch.Generator().manual_seed(3)
     targets = policy.predict(frames(), state, steps=4, generator=g)
-    assert targets.shape == (4, 7) and targets.dtype == np.float32
+    assert targets.shape == (3, 7) and targets.dtype == np.float32
     stacked = np.stack([frames()[c] for c in CAMERAS])
     g = torch.Generator().manual_seed(3)
     again = policy.predict(stacked, state, bin=policy.bins.best, steps=4, generator=g)
     np.testing.assert_array_equal(targets, again)
     unknown = policy.predict(stacked, state, bin=policy.bins.unknown, steps=4)
-    assert unknown.shape == (4, 7)
+    assert unknown.shape == (3, 7)
     with pytest.raises(ValueError, match="wrist"):
         policy.predict({"front": frames()["front"]}, state)
     with pytest.raises(ValueError, match="state"):

@@ -155,6 +155,20 @@ def test_a_tick_late_by_more_than_a_period_counts_as_missed():
     assert runtime.ticks == 6 and runtime.missed_ticks == 2
 
 
+def test_a_swap_records_the_ticks_missed_while_it_loaded(tmp_path):
+    clock = [0.0]
+    runtime = PolicyRuntime(period_s=0.1, clock=lambda: clock[0])
+    runtime.tick()
+    save_policy(tmp_path / "a", seed=1)
+    request = runtime.load_candidate(tmp_path / "a")
+    assert request.wait(30) and request.error is None
+    clock[0] = 0.35  # 0.35 s after the last tick: 2 ticks missed; this tick makes the candidate live
+    runtime.tick()
+    (record,) = runtime.swaps
+    assert record.missed_ticks == 2 and runtime.status()["last_swap_missed_ticks"] == 2
+    assert record.swap_ms == pytest.approx(350.0)
+
+
 # --- chunk blending ------------------------------------------------------------------------------
 
 def column(values) -> np.ndarray:

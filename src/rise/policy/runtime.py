@@ -75,6 +75,7 @@ class SwapRecord:
     announced_s: float  # load_candidate was called
     ready_s: float  # verified, loaded and dry-run
     live_s: float  # the control tick that made it live
+    missed_ticks: int = 0  # control ticks missed from the announcement to the tick that made it live
 
     @property
     def swap_ms(self) -> float:
@@ -88,6 +89,7 @@ class LoadRequest:
     def __init__(self, folder: Path, expected_sha256: str | None, root: Path | None, announced_s: float):
         self.folder, self.expected_sha256, self.root = folder, expected_sha256, root
         self.announced_s = announced_s
+        self.missed_at_announce = 0  # the runtime's missed-tick count when it was announced
         self.ready_s: float | None = None
         self.loaded: LoadedPolicy | None = None
         self.error: str | None = None
@@ -210,6 +212,8 @@ class PolicyRuntime:
         ready makes it live. Returns at once; ``request.wait()`` for the outcome."""
         request = LoadRequest(Path(folder), expected_sha256, Path(root) if root is not None else None,
                               self._clock() if announced_s is None else announced_s)
+        with self._cond:
+            request.missed_at_announce = self.missed_ticks
         threading.Thread(target=self._load, args=(request,), name="policy-loader", daemon=True).start()
         return request
 
@@ -277,7 +281,8 @@ class PolicyRuntime:
             self._blender = ChunkBlender(action_dim, self._fade())
         self._blender.min_fade = self._fade()
         self._new_generation()
-        record = SwapRecord(self.active.sha256, request.announced_s, request.ready_s or now_s, now_s)
+        record = SwapRecord(self.active.sha256, request.announced_s, request.ready_s or now_s, now_s,
+                            self.missed_ticks - request.missed_at_announce)
         self.swaps.append(record)
         self._event("swapped", f"policy {record.sha256[:12]} live {record.swap_ms:.1f} ms after its "
                                "announcement")
@@ -406,5 +411,6 @@ class PolicyRuntime:
                 "chunks": self.chunks,
                 "inference_ms_p50": inference,
                 "last_swap_ms": round(last_swap.swap_ms, 2) if last_swap else None,
+                "last_swap_missed_ticks": last_swap.missed_ticks if last_swap else None,
                 "last_refusal": self.last_refusal,
             }
