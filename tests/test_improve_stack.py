@@ -15,6 +15,7 @@ from toy_data import tiny_checkpoints, write_toy_dataset
 
 
 @pytest.mark.ros
+@pytest.mark.stack
 @pytest.mark.timeout(600)
 def test_trainer_policy_reaches_the_simulated_arm_through_a_hot_swap(tmp_path):
     dataset = write_toy_dataset(tmp_path / "data" / "box_close")
