@@ -28,6 +28,18 @@ def pytest_configure(config):
     os.environ.setdefault("SVT_LOG", "1")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Tests run tiny models: one torch thread is faster, and several times faster when the two
+    cores are shared with other processes (nodes, a parallel suite)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def pytest_collection_modifyitems(config, items):
     """Whole-stack runs (marker ``stack``) only when RISE_STACK_TESTS=1: they are the on-demand
     end-to-end check, not part of the CI suite (see the marker's description)."""

@@ -22,15 +22,6 @@ OVERFIT_STEPS = 300
 LOSS_FALL = 5.0  # measured 16-38x over seeds 0-7
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and do not fight other processes for both cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _randomised(**overrides) -> DynamicsModel:
     """A tiny model whose zero-initialised layers (adaLN, output) are random, so every path is live."""
     torch.manual_seed(0)

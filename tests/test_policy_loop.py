@@ -21,14 +21,6 @@ from rise.policy.warmup import WarmupConfig, warmup
 from toy_data import tiny_checkpoints, write_toy_dataset
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """Toy data, tiny dynamics + value checkpoints and a 6-step warm-up policy."""

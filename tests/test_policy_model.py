@@ -19,15 +19,6 @@ from rise.policy.policy_io import FILES, Policy
 CAMERAS = ("front", "wrist")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and several times faster when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def observation(config: PolicyConfig, batch: int, seed: int = 0) -> dict:
     g = torch.Generator().manual_seed(seed)
     side = config.image_size

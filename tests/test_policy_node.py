@@ -9,7 +9,6 @@ import time
 
 import numpy as np
 import pytest
-import torch
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image, JointState
@@ -28,14 +27,6 @@ pytestmark = pytest.mark.ros
 ROBOT = load_robot("sim")
 NAMES = list(ROBOT.arm.joint_names)
 RATE_HZ = 30.0
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -22,14 +22,6 @@ CAMERAS = ("front", "wrist")
 PERIOD_S = 1 / 30
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: threads only add contention on a shared 2-core machine
-    yield
-    torch.set_num_threads(threads)
-
-
 def save_policy(folder: Path, seed: int, step: int = 1, **overrides) -> str:
     """Save a freshly initialised tiny policy (2 cameras, 7 joints) with a manifest; its sha256."""
     torch.manual_seed(seed)

@@ -36,15 +36,6 @@ TINY = ValueConfig(image_size=16, num_views=2, patch_size=8, hidden_size=32, lay
                    intermediate_size=64, head_hidden=32, instruction_buckets=64)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and several times faster when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(**overrides) -> ValueConfig:
     return dataclasses.replace(TINY, **overrides)
 

@@ -26,14 +26,6 @@ from support import call_service, wait_for
 from toy_data import JOINTS, tiny_checkpoints, write_toy_dataset
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: threads only add contention on a shared 2-core machine
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     return write_toy_dataset(tmp_path_factory.mktemp("data") / "toy")
