@@ -9,7 +9,9 @@ Example::
 A checkpoint folder (``step_000500/``) holds the diffusers model (``config.json`` +
 ``diffusion_pytorch_model.safetensors``), ``normalization.json`` (action statistics),
 ``training.json`` + ``optimizer.*`` (to resume) and ``manifest.json`` (sha256 of every file).
-Runs are deterministic for a seed: the batch of step s depends only on (seed, s).
+Runs are deterministic for a seed: the batch of step s depends only on (seed, s). ``losses.jsonl``
+in the run folder logs the loss of every step. Under ``torchrun --nproc_per_node N`` the processes
+share each batch (:mod:`rise.models.distributed`); ``batch_size`` must then be a multiple of N.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from rise.models.checkpoint import load_optimizer, save_json, save_optimizer, verify, write_manifest
+from rise.models.distributed import Distributed, LossLog
 from rise.models.dynamics import DynamicsModel, named_config
 from rise.models.episodes import GroupedBatchSampler, NormStats, WindowDataset, load_episodes
 from rise.models.flow_matching import training_step
@@ -126,25 +129,34 @@ def train_dynamics(cfg: DynamicsTrainConfig, progress: bool = True) -> Path:
     if resume is not None:
         load_optimizer(resume, optimizer)
     model.train()
-    losses: list[float] = []
-    folder = resume
-    bar = tqdm(range(start, cfg.steps), desc="train dynamics", unit="step", disable=not progress,
-               initial=start, total=cfg.steps)
-    started = time.monotonic()
-    for step in bar:
-        batch = torch.utils.data.default_collate([windows[i] for i in sampler.batch(step)])
-        generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate_at(cfg, step)
-        loss = training_step(model, batch, generator)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        losses.append(loss.detach().item())
-        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-        done = step + 1
-        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-            metrics = {"loss": float(np.mean(losses[-50:])), "train_s": time.monotonic() - started}
-            folder = _save(model, optimizer, stats, output, done, metrics, cfg)
+    with Distributed.from_env() as dist:
+        rows = dist.rows(cfg.batch_size)  # this process's share of each global batch (torchrun)
+        trained = dist.wrap(model)
+        log = LossLog(output, start, enabled=dist.is_main)
+        losses: list[float] = []
+        folder = resume
+        bar = tqdm(range(start, cfg.steps), desc="train dynamics", unit="step",
+                   disable=not (progress and dist.is_main), initial=start, total=cfg.steps)
+        started = time.monotonic()
+        for step in bar:
+            indices = sampler.batch(step)
+            batch = torch.utils.data.default_collate([windows[i] for i in indices[rows or slice(None)]])
+            generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate_at(cfg, step)
+            loss = training_step(trained, batch, generator, rows=rows)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            losses.append(dist.mean(loss.detach().item()))
+            log.write(step + 1, {"loss": losses[-1]})
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+            done = step + 1
+            if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+                metrics = {"loss": float(np.mean(losses[-50:])), "train_s": time.monotonic() - started}
+                folder = output / f"step_{done:06d}"
+                if dist.is_main:
+                    _save(model, optimizer, stats, output, done, metrics, cfg)
+                dist.barrier()  # the other ranks go on once the checkpoint is complete
     return folder if folder is not None else latest_checkpoint(output)

@@ -8,7 +8,9 @@ Example::
 Successes and failures both come from the datasets (``rise collect --failing-fraction``). Batches
 are uniform over frames plus a share of episode-end frames, where the ±1 rewards live. A
 checkpoint folder holds ``config.json`` + ``model.safetensors``, ``trainer.safetensors`` (target
-network, optimizer), ``training.json`` and ``manifest.json``.
+network, optimizer), ``training.json`` and ``manifest.json``; ``losses.jsonl`` in the run folder
+logs the losses of every step. Under ``torchrun --nproc_per_node N`` the processes share each batch
+(:mod:`rise.models.distributed`); ``batch_size`` must then be a multiple of N.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from rise.models.checkpoint import load_json, save_json, verify, write_manifest
+from rise.models.distributed import Distributed, LossLog
 from rise.models.episodes import EpisodeArrays, load_episodes, to_unit_range
 from rise.models.fit_dynamics import LATEST, latest_checkpoint, split_episodes
 from rise.models.value import ValueModel, value_config
@@ -65,11 +68,18 @@ class ValueFrames:
         self.terminal_fraction = terminal_fraction
         self.seed = seed
 
-    def batch(self, step: int, size: int) -> dict:
+    def batch(self, step: int, size: int, rows: slice | None = None) -> dict:
+        """The batch of step ``step``; ``rows``: only these rows of it (data-parallel training),
+        with ``progress_normaliser`` set so that the ranks' mean progress loss is the global one."""
         rng = np.random.default_rng([self.seed, step])
         ends = int(round(size * self.terminal_fraction))
         picks = [self.index[i] for i in rng.integers(0, len(self.index), size - ends)]
         picks += [self.terminal[i] for i in rng.integers(0, len(self.terminal), ends)]
+        extra = {}
+        if rows is not None:
+            successes = max(sum(bool(self.episodes[e].success) for e, _ in picks), 1)
+            picks = picks[rows]
+            extra["progress_normaliser"] = successes * len(picks) / size
         images = np.stack([self.episodes[e].images[t] for e, t in picks])
         following = np.stack([self.episodes[e].images[min(t + 1, self.episodes[e].length - 1)]
                               for e, t in picks])
@@ -80,6 +90,7 @@ class ValueFrames:
             "reward": torch.tensor([self.labels[e][1][t] for e, t in picks], dtype=torch.float32),
             "done": torch.tensor([bool(self.labels[e][2][t]) for e, t in picks]),
             "instruction": [self.episodes[e].task for e, _ in picks],
+            **extra,
         }
 
 
@@ -103,29 +114,36 @@ def fit_value(cfg: ValueFitConfig, progress: bool = True) -> Path:
         raise ValueError(f"{cfg.datasets}: the progress loss needs successful episodes")
     frames = ValueFrames(train, cfg.terminal_fraction, cfg.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0.01)
-    trainer = ValueTrainer(model, optimizer, ValueTrainingConfig(
-        progress_only_steps=cfg.progress_only_steps, td_weight=cfg.td_weight, gamma=cfg.gamma))
-    start = 0
-    if resume is not None:
-        trainer.load_state_dict(load_file(str(resume / "trainer.safetensors")))
-        start = int(load_json(resume / "training.json")["step"])
-    model.train()
-    history: list[dict] = []
-    folder = resume
-    started = time.monotonic()
-    bar = tqdm(range(start, cfg.steps), desc="train value", unit="step", disable=not progress,
-               initial=start, total=cfg.steps)
-    for step in bar:
-        history.append(trainer.step(frames.batch(step, cfg.batch_size)))
-        recent = {k: float(np.mean([h[k] for h in history[-50:]])) for k in history[-1]}
-        bar.set_postfix({k: f"{v:.4f}" for k, v in recent.items() if "loss" in k})
-        done = step + 1
-        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-            folder = output / f"step_{done:06d}"
-            model.save(folder)
-            save_file(trainer.state_dict(), str(folder / "trainer.safetensors"))
-            save_json(folder / "training.json", {"step": done, "config": dataclasses.asdict(cfg)})
-            metrics = {**recent, "train_s": time.monotonic() - started}
-            manifest = write_manifest(folder, "value", done, metrics)
-            save_json(output / LATEST, {"folder": folder.name, "step": done, "sha256": manifest.sha256})
+    with Distributed.from_env() as dist:
+        rows = dist.rows(cfg.batch_size)  # this process's share of each global batch (torchrun)
+        trainer = ValueTrainer(dist.wrap(model), optimizer, ValueTrainingConfig(
+            progress_only_steps=cfg.progress_only_steps, td_weight=cfg.td_weight, gamma=cfg.gamma))
+        start = 0
+        if resume is not None:
+            trainer.load_state_dict(load_file(str(resume / "trainer.safetensors")))
+            start = int(load_json(resume / "training.json")["step"])
+        model.train()
+        log = LossLog(output, start, enabled=dist.is_main)
+        history: list[dict] = []
+        folder = resume
+        started = time.monotonic()
+        bar = tqdm(range(start, cfg.steps), desc="train value", unit="step",
+                   disable=not (progress and dist.is_main), initial=start, total=cfg.steps)
+        for step in bar:
+            history.append(dist.mean(trainer.step(frames.batch(step, cfg.batch_size, rows))))
+            log.write(step + 1, {k: v for k, v in history[-1].items() if "loss" in k})
+            recent = {k: float(np.mean([h[k] for h in history[-50:]])) for k in history[-1]}
+            bar.set_postfix({k: f"{v:.4f}" for k, v in recent.items() if "loss" in k})
+            done = step + 1
+            if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+                folder = output / f"step_{done:06d}"
+                if dist.is_main:
+                    model.save(folder)
+                    save_file(trainer.state_dict(), str(folder / "trainer.safetensors"))
+                    save_json(folder / "training.json", {"step": done, "config": dataclasses.asdict(cfg)})
+                    metrics = {**recent, "train_s": time.monotonic() - started}
+                    manifest = write_manifest(folder, "value", done, metrics)
+                    save_json(output / LATEST, {"folder": folder.name, "step": done,
+                                                "sha256": manifest.sha256})
+                dist.barrier()  # the other ranks go on once the checkpoint is complete
     return folder if folder is not None else latest_checkpoint(output)

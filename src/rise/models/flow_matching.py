@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import FlowMatchEulerDiscreteScheduler
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from rise.models.dynamics import MIN_T
 
@@ -113,6 +114,7 @@ def flow_matching_loss(
     actions: torch.Tensor,
     generator: torch.Generator | None = None,
     config: FlowMatchingConfig | None = None,
+    rows: slice | None = None,
 ) -> torch.Tensor:
     """The flow-matching loss (see :class:`LossSpace`), with context-noise augmentation.
 
@@ -123,21 +125,35 @@ def flow_matching_loss(
         actions: (B, H, A) normalised actions.
         generator: source of all randomness (t, noise, context noise), for reproducible runs.
         config: time distribution and context-noise level (None: the defaults).
+        rows: data-parallel training: the tensors are these rows of a global batch of
+            ``rows.stop`` samples (e.g. ``slice(rank, batch_size, world)``); the randomness is drawn
+            for the global batch and these rows of it are kept, so every sample sees the noise it
+            would in a single process. None: the tensors are the whole batch.
     """
     config = config or FlowMatchingConfig()
-    b = future.shape[0]
-    t = sample_time(b, config, generator, future)
-    x_t, target = interpolate(future, _randn(tuple(future.shape), generator, future), t)
-    ctx_std = _rand(b, generator, context) * config.context_noise_max
-    ctx_noise = _randn(tuple(context.shape), generator, context)
+    n, keep = _global_rows(future.shape[0], rows)
+    t = keep(sample_time(n, config, generator, future))
+    x_t, target = interpolate(future, keep(_randn((n, *future.shape[1:]), generator, future)), t)
+    ctx_std = keep(_rand(n, generator, context)) * config.context_noise_max
+    ctx_noise = keep(_randn((n, *context.shape[1:]), generator, context))
     noisy_context = context + ctx_std.view(-1, *([1] * (context.dim() - 1))) * ctx_noise
     v_pred = model(x_t, noisy_context, actions, t, context_noise=ctx_std)
     if config.loss_space is LossSpace.VELOCITY:
         return F.mse_loss(v_pred, target)
     # x0 = x_t - t v; a sample-predicting DynamicsModel divides by max(t, MIN_T), so undo exactly that
-    if getattr(getattr(model, "config", None), "prediction_type", "velocity") == "sample":
+    module = model.module if isinstance(model, DistributedDataParallel) else model
+    if getattr(getattr(module, "config", None), "prediction_type", "velocity") == "sample":
         t = t.clamp(min=MIN_T)
     return F.mse_loss(x_t - t.view(-1, *([1] * (future.dim() - 1))) * v_pred, future)
+
+
+def _global_rows(b: int, rows: slice | None):
+    """(global batch size, a function keeping this process's rows of a global draw)."""
+    if rows is None:
+        return b, lambda x: x
+    if rows.stop is None or len(range(*rows.indices(rows.stop))) != b:
+        raise ValueError(f"rows {rows} of a global batch do not match the {b} rows given")
+    return rows.stop, lambda x: x[rows]
 
 
 def training_step(
@@ -145,11 +161,13 @@ def training_step(
     batch: Mapping[str, torch.Tensor],
     generator: torch.Generator | None = None,
     config: FlowMatchingConfig | None = None,
+    rows: slice | None = None,
 ) -> torch.Tensor:
     """The loss of one batch (the caller does backward and the optimiser step).
 
     ``batch`` holds ``context`` (B, V, K, 3, h, w) and ``future`` (B, V, H, 3, h, w) floats in [-1, 1]
-    and ``actions`` (B, H, A) normalised; they are moved to the model's device.
+    and ``actions`` (B, H, A) normalised; they are moved to the model's device. ``model`` may be
+    wrapped in DistributedDataParallel; ``rows``: see :func:`flow_matching_loss`.
     """
     missing = {"context", "future", "actions"} - set(batch)
     if missing:
@@ -157,7 +175,7 @@ def training_step(
     param = next(model.parameters())
     context, future, actions = (batch[k].to(device=param.device, dtype=param.dtype)
                                 for k in ("context", "future", "actions"))
-    return flow_matching_loss(model, context, future, actions, generator, config)
+    return flow_matching_loss(model, context, future, actions, generator, config, rows)
 
 
 @torch.no_grad()

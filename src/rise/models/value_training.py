@@ -33,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from rise.config.schema import setting
 
@@ -120,7 +121,8 @@ class ValueLoss:
         progress = torch.as_tensor(batch["progress"], dtype=torch.float32, device=device)
         success = torch.as_tensor(batch["is_success_episode"], device=device).bool()
         squared = (values - progress) ** 2 * success
-        progress_loss = squared.sum() / success.sum().clamp(min=1)
+        normaliser = batch.get("progress_normaliser")  # data-parallel: a share of the global count
+        progress_loss = squared.sum() / (success.sum().clamp(min=1) if normaliser is None else normaliser)
         weight = self.td_weight_at(step)
         td_loss = values.new_zeros(())
         if weight > 0:
@@ -138,22 +140,27 @@ class ValueTrainer:
     Batch keys: ``images`` and ``next_images`` (B, V, 3, S, S) float in [-1, 1], ``progress`` (B,),
     ``is_success_episode`` (B,) bool, ``reward`` (B,), ``done`` (B,) bool, and ``instruction``
     (B strings) when the model uses instructions. At a terminal frame ``next_images`` is ignored
-    (any frame will do, e.g. the same one).
+    (any frame will do, e.g. the same one). An optional ``progress_normaliser`` (float) replaces the
+    progress loss's count of successful-episode frames (data-parallel shares of a global batch).
+
+    ``model`` may be wrapped in DistributedDataParallel: the forward pass goes through the wrapper,
+    the target network and the state dicts use the wrapped module.
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer,
                  config: ValueTrainingConfig | None = None):
         self.model = model
+        self.module = model.module if isinstance(model, DistributedDataParallel) else model
         self.optimizer = optimizer
         self.config = config or ValueTrainingConfig()
         self.loss = ValueLoss(self.config)
         self.step_count = 0
         self.target_model: nn.Module | None = None
         if self.config.target is TargetMode.EMA:
-            self.target_model = copy.deepcopy(model).eval().requires_grad_(False)
+            self.target_model = copy.deepcopy(self.module).eval().requires_grad_(False)
 
     def _bootstrap_model(self) -> nn.Module:
-        return self.target_model if self.target_model is not None else self.model
+        return self.target_model if self.target_model is not None else self.module
 
     def step(self, batch: Mapping[str, Any]) -> dict[str, float]:
         """Forward, loss, backward, clip, optimiser step, target update; returns the losses as floats."""
@@ -182,15 +189,15 @@ class ValueTrainer:
         if self.target_model is None:
             return
         weight = 1.0 - self.config.target_ema
-        for target, online in zip(self.target_model.parameters(), self.model.parameters(), strict=True):
+        for target, online in zip(self.target_model.parameters(), self.module.parameters(), strict=True):
             target.lerp_(online, weight)
-        for target, online in zip(self.target_model.buffers(), self.model.buffers(), strict=True):
+        for target, online in zip(self.target_model.buffers(), self.module.buffers(), strict=True):
             target.copy_(online)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Flat ``{name: tensor}`` (step, model, target network, optimiser): ready for safetensors."""
         state = {"step": torch.tensor(self.step_count, dtype=torch.int64)}
-        state.update(_prefixed("model.", self.model.state_dict()))
+        state.update(_prefixed("model.", self.module.state_dict()))
         if self.target_model is not None:
             state.update(_prefixed("target.", self.target_model.state_dict()))
         state.update(_flatten_optimizer(self.optimizer.state_dict()))
@@ -199,7 +206,7 @@ class ValueTrainer:
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
         """Restore what :meth:`state_dict` gave (the optimiser must have the same parameter groups)."""
         self.step_count = int(state["step"])
-        self.model.load_state_dict(_unprefixed("model.", state))
+        self.module.load_state_dict(_unprefixed("model.", state))
         if self.target_model is not None:
             self.target_model.load_state_dict(_unprefixed("target.", state))
         self.optimizer.load_state_dict(_unflatten_optimizer(state, self.optimizer.state_dict()))

@@ -52,6 +52,7 @@ class PolicyLearner:
                                            weight_decay=0.01)
         self.step_count = step
         self.extra = dict(extra or {})
+        self.loss_module: torch.nn.Module | None = None  # data-parallel: DDP around model.loss
 
     def keep_ema(self, decay: float) -> None:
         """Keep (or start, from the current weights) an EMA copy with this decay."""
@@ -71,12 +72,17 @@ class PolicyLearner:
         return Policy(self.ema, self.policy.state_stats, self.policy.action_stats, self.policy.bins,
                       self.policy.cameras)
 
-    def step(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> float:
-        """One optimiser step on a batch of model inputs (see :func:`rise.policy.data.to_tensors`)."""
+    def step(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None,
+             rows: slice | None = None) -> float:
+        """One optimiser step on a batch of model inputs (see :func:`rise.policy.data.to_tensors`).
+
+        Data-parallel training: ``loss_module`` is DistributedDataParallel around the model's
+        ``loss`` and ``batch`` holds ``rows`` of the global batch (see :meth:`PolicyModel.loss`)."""
         model = self.policy.model
         model.train()
-        loss = model.loss(batch["images"], batch["state"], batch["actions"], batch["bins"],
-                          generator=generator)
+        compute = model.loss if self.loss_module is None else self.loss_module
+        loss = compute(batch["images"], batch["state"], batch["actions"], batch["bins"],
+                       generator=generator, **({} if rows is None else {"rows": rows}))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -244,15 +244,22 @@ class PolicyModel(nn.Module):
 
     def loss(self, images: torch.Tensor, state: torch.Tensor, actions: torch.Tensor, bins: torch.Tensor,
              generator: torch.Generator | None = None,
-             instructions: Sequence[str] | None = None) -> torch.Tensor:
+             instructions: Sequence[str] | None = None, rows: slice | None = None) -> torch.Tensor:
         """Flow-matching loss ``MSE(v_pred, noise - actions)`` (pi0's) on normalised actions (B, H, A).
 
         ``t ~ U(0, 1)`` and the noise come from ``generator`` (reproducible runs); the caller does
         backward and the optimiser step (and any dropout of bins to ``num_bins``, unknown).
+        ``rows``: data-parallel training, the inputs are these rows of a global batch of ``rows.stop``
+        samples; t and the noise are drawn for the global batch and these rows kept (None: the
+        inputs are the whole batch).
         """
+        n = actions.shape[0] if rows is None else rows.stop
+        keep = (lambda x: x) if rows is None else (lambda x: x[rows])
+        if rows is not None and len(range(*rows.indices(n))) != actions.shape[0]:
+            raise ValueError(f"rows {rows} of a global batch do not match the {actions.shape[0]} rows given")
         device = generator.device if generator is not None else torch.device("cpu")
-        t = torch.rand(actions.shape[0], generator=generator, device=device).to(actions)
-        x_t, target = interpolate(actions, _noise(tuple(actions.shape), generator, actions), t)
+        t = keep(torch.rand(n, generator=generator, device=device)).to(actions)
+        x_t, target = interpolate(actions, keep(_noise((n, *actions.shape[1:]), generator, actions)), t)
         return F.mse_loss(self(x_t, t, images, state, bins, instructions), target)
 
     @torch.no_grad()

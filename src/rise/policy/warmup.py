@@ -10,6 +10,9 @@ Example::
     cfg = WarmupConfig(datasets=("rise_runs/data/pack",), value="rise_runs/checkpoints/value/step_003000",
                        output="rise_runs/checkpoints/policy_warmup", steps=2000)
     folder = warmup(cfg)            # resumes from output/latest.json when it exists
+
+``losses.jsonl`` in the run folder logs the loss of every step. Under ``torchrun --nproc_per_node N``
+the processes share each batch (:mod:`rise.models.distributed`); ``batch_size`` must be a multiple of N.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from tqdm import tqdm
 
 from rise.data import DatasetReader
 from rise.models.checkpoint import save_json
+from rise.models.distributed import Distributed, LossLog
 from rise.models.episodes import NormStats, load_episodes
 from rise.models.fit_dynamics import latest_checkpoint
 from rise.models.fit_value import load_value
@@ -90,23 +94,36 @@ def warmup(cfg: WarmupConfig, progress: bool = True) -> Path:
         cameras = cfg.cameras or DatasetReader(Path(cfg.datasets[0])).spec.camera_names
         learner = PolicyLearner(new_policy(cfg, episodes, labels, tuple(cameras)), cfg.learning_rate,
                                 cfg.ema_decay, extra={"stage": "warmup"})
-        save_json(output / "labels.json", {"bins": labels.bins.to_dict(), "histogram": labels.histogram(),
-                                           "frames": len(offline)})
+        if Distributed.from_env().is_main:
+            save_json(output / "labels.json", {"bins": labels.bins.to_dict(),
+                                               "histogram": labels.histogram(), "frames": len(offline)})
     policy = learner.policy
-    losses: list[float] = []
-    started = time.monotonic()
-    folder = None
-    bar = tqdm(range(learner.step_count, cfg.steps), desc="warm-up policy", unit="step", disable=not progress,
-               initial=learner.step_count, total=cfg.steps)
-    for step in bar:
-        rng = np.random.default_rng([cfg.seed, step])
-        batch = to_tensors(offline.draw(rng, cfg.batch_size), policy.state_stats, policy.action_stats,
-                           policy.config.image_size, rng, cfg.unknown_fraction, policy.bins.unknown)
-        losses.append(learner.step(batch, torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)))
-        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-        if learner.step_count % cfg.checkpoint_every == 0 or learner.step_count == cfg.steps:
-            folder = learner.save(output, {"loss": float(np.mean(losses[-50:])),
-                                           "train_s": round(time.monotonic() - started, 1)})
+    with Distributed.from_env() as dist:
+        rows = dist.rows(cfg.batch_size)  # this process's share of each global batch (torchrun)
+        learner.loss_module = dist.wrap(policy.model, "loss") if dist.enabled else None
+        log = LossLog(output, learner.step_count, enabled=dist.is_main)
+        losses: list[float] = []
+        started = time.monotonic()
+        folder = None
+        bar = tqdm(range(learner.step_count, cfg.steps), desc="warm-up policy", unit="step",
+                   disable=not (progress and dist.is_main), initial=learner.step_count, total=cfg.steps)
+        for step in bar:
+            rng = np.random.default_rng([cfg.seed, step])
+            batch = to_tensors(offline.draw(rng, cfg.batch_size), policy.state_stats, policy.action_stats,
+                               policy.config.image_size, rng, cfg.unknown_fraction, policy.bins.unknown)
+            if rows is not None:
+                batch = {k: v[rows] for k, v in batch.items()}
+            generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+            losses.append(dist.mean(learner.step(batch, generator, rows)))
+            log.write(learner.step_count, {"loss": losses[-1]})
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+            if learner.step_count % cfg.checkpoint_every == 0 or learner.step_count == cfg.steps:
+                folder = output / f"step_{learner.step_count:06d}"
+                if dist.is_main:
+                    learner.save(output, {"loss": float(np.mean(losses[-50:])),
+                                          "train_s": round(time.monotonic() - started, 1)})
+                dist.barrier()  # the other ranks go on once the checkpoint is complete
+        learner.loss_module = None
     if folder is None:
         folder = latest_checkpoint(output)
     return folder
