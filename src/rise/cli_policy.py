@@ -5,6 +5,8 @@ Examples::
     rise warmup --datasets rise_runs/data/pack --steps 2000          # labels from the latest value model
     rise improve --datasets rise_runs/data/pack --iterations 3       # learned world model
     rise improve --datasets rise_runs/data/pack --world-model sim --task pack   # simulator as oracle
+    rise improve --rollout-workers 4 --ray                           # rollouts on 4 local Ray actors
+    rise evaluate --task pack --episodes 50 --workers 8 --ray 10.0.0.5:6379     # on a Ray cluster
 
 Defaults come from the experiment config: checkpoints under ``<checkpoint_dir>`` (``value``,
 ``dynamics``, ``policy_warmup``, ``policy``); an existing run folder is resumed.
@@ -46,6 +48,7 @@ def cmd_warmup(args) -> int:
 
 
 def cmd_improve(args) -> int:
+    from rise.policy.fanout import FanoutError
     from rise.policy.improve import ImproveConfig, improve
 
     experiment = load_experiment(args.config)
@@ -64,10 +67,14 @@ def cmd_improve(args) -> int:
             feedback_steps=args.feedback_steps, offline_ratio=args.offline_ratio,
             steps_per_iteration=args.steps_per_iteration, batch_size=args.batch_size,
             uncertainty_samples=args.uncertainty_samples, uncertainty_threshold=args.uncertainty_threshold,
-            seed=experiment.seed if args.seed is None else args.seed)
+            seed=experiment.seed if args.seed is None else args.seed, rollout_workers=args.rollout_workers,
+            ray_address=args.ray)
     except ValueError as error:
         raise SystemExit(f"rise: error: {error}") from None
-    folder = improve(cfg)
+    try:
+        folder = improve(cfg)
+    except FanoutError as error:
+        raise SystemExit(f"rise: error: {error}") from None
     print(f"improved policy checkpoint: {folder}\nplot: {Path(cfg.output) / 'improve.png'}")
     return 0
 
@@ -75,6 +82,7 @@ def cmd_improve(args) -> int:
 def cmd_evaluate(args) -> int:
     import json
 
+    from rise.policy.fanout import FanoutError
     from rise.policy.sim_eval import evaluate_policy
 
     experiment = load_experiment(args.config)
@@ -84,8 +92,12 @@ def cmd_evaluate(args) -> int:
         raise SystemExit(f"rise: error: --policy: no policy checkpoint under {root} (rise warmup / improve)")
     task = args.task or experiment.task
     output = Path(args.output or Path(experiment.output_dir) / "evaluate" / task)
-    result = evaluate_policy(folder, task, args.episodes, seed=args.seed, workers=args.workers,
-                             execute=args.execute, videos=args.videos, output=output)
+    try:
+        result = evaluate_policy(folder, task, args.episodes, seed=args.seed, workers=args.workers,
+                                 execute=args.execute, videos=args.videos, output=output,
+                                 ray_address=args.ray)
+    except FanoutError as error:
+        raise SystemExit(f"rise: error: {error}") from None
     output.mkdir(parents=True, exist_ok=True)
     (output / "result.json").write_text(json.dumps(result, indent=2))
     low, high = result["wilson_95"]
@@ -105,7 +117,11 @@ def add_commands(sub) -> None:
     ev.add_argument("--task", default=None, help="brick_sort, box_close or pack (default: the experiment's)")
     ev.add_argument("--episodes", type=int, default=20)
     ev.add_argument("--seed", type=int, default=1000, help="seed of the first episode (then +1)")
-    ev.add_argument("--workers", type=int, default=1, help="processes to spread the episodes over")
+    ev.add_argument("--workers", type=int, default=1,
+                    help="processes (with --ray: Ray actors) to spread the episodes over")
+    ev.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                    help="run the workers on Ray: bare, a local instance; or a cluster address (host:port, "
+                    "ray://host:port, auto). The checkpoint's files are shipped to the workers")
     ev.add_argument("--execute", type=int, default=None, help="chunk steps run before re-planning "
                     "(default: half the horizon)")
     ev.add_argument("--videos", type=int, default=2, help="episodes saved as mp4 (default: 2)")
@@ -156,4 +172,9 @@ def add_commands(sub) -> None:
     imp.add_argument("--uncertainty-threshold", type=float, default=None,
                      help="cut imagined chunks whose disagreement passes this (pixel std, [-1, 1] units)")
     imp.add_argument("--seed", type=int, default=None)
+    imp.add_argument("--rollout-workers", type=int, default=1, metavar="N",
+                     help="processes (with --ray: Ray actors) to spread each iteration's rollouts over")
+    imp.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                     help="run the rollout workers on Ray: bare, a local instance; or a cluster address "
+                     "(host:port, ray://host:port, auto). Checkpoints and start states are shipped to them")
     imp.set_defaults(func=cmd_improve)

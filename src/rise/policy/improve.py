@@ -6,7 +6,8 @@ labelled with binned advantages, and the learner trains on them mixed with the o
 data (``offline_ratio`` of each batch). The world model is the learned one (dynamics + value
 checkpoints) or, with ``world_model="sim"``, the simulator itself as an oracle. Rollout chunks
 whose imagined frames disagree across dynamics samples by more than ``uncertainty_threshold``
-are cut.
+are cut. Each rollout has its own seed; with ``rollout_workers`` > 1 they run in that many
+processes, or Ray actors with ``ray_address`` (:class:`~rise.policy.rollouts.RolloutWorkers`).
 
 Every iteration ends with a checkpoint (``step_XXXXXX/``, latest.json with the iteration), a line
 in ``metrics.jsonl`` and a refreshed ``improve.png`` (loss, mean advantage, bin histogram). A run
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -39,8 +41,9 @@ from rise.models.episodes import load_episodes
 from rise.models.fit_dynamics import latest_checkpoint, load_dynamics
 from rise.models.fit_value import load_value
 from rise.policy.data import SampleBuffer, mixed_batch, to_tensors
+from rise.policy.fanout import folder_files, write_files
 from rise.policy.learner import PolicyLearner
-from rise.policy.rollouts import ExpertStart, RolloutStats, run_rollouts
+from rise.policy.rollouts import ExpertStart, RolloutStats, RolloutWorkers, rollout_seeds, run_rollouts
 from rise.policy.warmup import WarmupConfig, load_training_data
 
 WORLD_MODELS = ("learned", "sim")
@@ -72,6 +75,8 @@ class ImproveConfig:
     uncertainty_samples: int = 2  # dynamics samples per chunk to measure disagreement (1: off)
     uncertainty_threshold: float | None = None  # cut chunks above it (pixel std in [-1, 1] units)
     seed: int = 0
+    rollout_workers: int = 1  # processes (or Ray actors) the rollouts are spread over; 1: this process
+    ray_address: str | None = None  # rollout workers as Ray actors: "local" or a cluster address
 
     def __post_init__(self):
         if self.world_model not in WORLD_MODELS:
@@ -83,7 +88,7 @@ class ImproveConfig:
         if not 0.0 <= self.offline_ratio <= 1.0:
             raise ValueError(f"offline_ratio must be in [0, 1], got {self.offline_ratio}")
         for name in ("iterations", "rollouts_per_iteration", "steps_per_iteration", "batch_size",
-                     "uncertainty_samples"):
+                     "uncertainty_samples", "rollout_workers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
@@ -108,6 +113,36 @@ def make_environment(cfg: ImproveConfig, episodes, cameras, joint_names, control
         episodes = load_episodes(cfg.datasets, size, cameras)
     return ImaginationEnv(world_model, episodes, cameras, joint_names, control_rate_hz,
                           uncertainty_samples=cfg.uncertainty_samples)
+
+
+def start_rollout_workers(cfg: ImproveConfig, episodes, cameras, joint_names, control_rate_hz: float,
+                          horizon: int) -> RolloutWorkers:
+    """The workers of a fanned-out run (``rollout_workers`` > 1 or ``ray_address``). Each builds the
+    environment and value model once, from checkpoint files and start episodes shipped to it (no
+    shared filesystem needed)."""
+    files = {"value": folder_files(cfg.value), "dynamics": None}
+    if cfg.world_model == "learned":
+        from rise.models.dynamics import DynamicsModel
+
+        files["dynamics"] = folder_files(cfg.dynamics)
+        size = tuple(DynamicsModel.load_config(str(cfg.dynamics))["image_size"])
+        if episodes[0].images.shape[2:4] != size:  # resized here, so workers need not read the datasets
+            episodes = load_episodes(cfg.datasets, size, cameras)
+    else:
+        episodes = None  # the simulator starts from its own states
+    args = (cfg, files, episodes, tuple(cameras), tuple(joint_names), control_rate_hz, horizon)
+    return RolloutWorkers(_build_world, args, workers=cfg.rollout_workers, ray_address=cfg.ray_address)
+
+
+def _build_world(cfg: ImproveConfig, files: dict, episodes, cameras, joint_names, control_rate_hz: float,
+                 horizon: int) -> tuple:
+    """(environment, value model) in a rollout worker, from the shipped checkpoint files."""
+    with tempfile.TemporaryDirectory(prefix="rise-world-") as tmp:
+        paths = {name: str(write_files(data, Path(tmp) / name)) for name, data in files.items() if data}
+        cfg = dataclasses.replace(cfg, value=paths["value"], dynamics=paths.get("dynamics"))
+        env = make_environment(cfg, episodes, cameras, joint_names, control_rate_hz, horizon)
+        value_model, _ = load_value(Path(cfg.value))
+    return env, value_model
 
 
 def _save_buffer(path: Path, buffer: SampleBuffer) -> None:
@@ -144,24 +179,36 @@ def improve(cfg: ImproveConfig, progress: bool = True, pause: threading.Event | 
     episodes, _, offline = load_training_data(warm, policy.config.horizon, policy.config.image_size,
                                               policy.bins)
     robot = load_robot(cfg.robot)
-    env = make_environment(cfg, episodes, policy.cameras, robot.arm.joint_names, robot.control_rate_hz,
-                           policy.config.horizon)
-    value_model, _ = load_value(Path(cfg.value))
+    workers = env = value_model = None
+    if cfg.rollout_workers > 1 or cfg.ray_address is not None:
+        workers = start_rollout_workers(cfg, episodes, policy.cameras, robot.arm.joint_names,
+                                        robot.control_rate_hz, policy.config.horizon)
+    else:
+        env = make_environment(cfg, episodes, policy.cameras, robot.arm.joint_names, robot.control_rate_hz,
+                               policy.config.horizon)
+        value_model, _ = load_value(Path(cfg.value))
     folder = latest_checkpoint(output)
     start_iteration = int(learner.extra.get("iteration", 0))
     for iteration in range(start_iteration + 1, cfg.iterations + 1):
         started = time.monotonic()
         rng = np.random.default_rng([cfg.seed, iteration])
         stats = RolloutStats()
-        for _ in tqdm(range(cfg.rollouts_per_iteration), desc=f"iteration {iteration}: imagine",
-                      unit="rollout", disable=not progress):
+        seeds = rollout_seeds(rng, cfg.rollouts_per_iteration)  # one each: the same samples however split
+        settings = {"feedback_steps": cfg.feedback_steps, "stats": stats,
+                    "policy_steps": cfg.policy_sampling_steps,
+                    "uncertainty_threshold": cfg.uncertainty_threshold}
+        if workers is not None:  # one batch over the workers (the current rollout policy is shipped)
             _wait(pause)
-            samples = run_rollouts(env, learner.rollout_policy, value_model, count=1,
-                                   feedback_steps=cfg.feedback_steps, rng=rng, stats=stats,
-                                   uncertainty_threshold=cfg.uncertainty_threshold,
-                                   policy_steps=cfg.policy_sampling_steps)
+            samples = workers.run(learner.rollout_policy, seeds, **settings)
             if samples is not None:
                 buffer.add(samples)
+        else:
+            for seed in tqdm(seeds, desc=f"iteration {iteration}: imagine", unit="rollout",
+                             disable=not progress):
+                _wait(pause)
+                samples = run_rollouts(env, learner.rollout_policy, value_model, seeds=[seed], **settings)
+                if samples is not None:
+                    buffer.add(samples)
         imagine_s = time.monotonic() - started
         losses = []
         for step in tqdm(range(cfg.steps_per_iteration), desc=f"iteration {iteration}: train", unit="step",
@@ -189,6 +236,8 @@ def improve(cfg: ImproveConfig, progress: bool = True, pause: threading.Event | 
             on_checkpoint(folder, metrics)
     if hasattr(env, "close"):
         env.close()
+    if workers is not None:
+        workers.close()
     return folder
 
 

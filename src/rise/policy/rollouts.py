@@ -11,18 +11,25 @@ Example::
 
     stats = RolloutStats()
     samples = run_rollouts(env, policy, value_model, count=16, feedback_steps=2, rng=rng, stats=stats)
+    samples = run_rollouts(env, policy, value_model, seeds=[11, 12], feedback_steps=2, stats=stats)
+
+:class:`RolloutWorkers` runs them over processes or Ray actors, with the same samples per seed.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from rise.models.checkpoint import verify
 from rise.models.episodes import resize_frames
 from rise.models.value import preprocess_images
+from rise.policy.fanout import Fanout, folder_files, load_shipped
 from rise.policy.policy_io import Policy
 
 
@@ -40,6 +47,11 @@ class RolloutStats:
                 "mean_uncertainty": float(np.mean(self.uncertainties)) if self.uncertainties else 0.0}
 
 
+def rollout_seeds(rng: np.random.Generator, count: int) -> list[int]:
+    """The seeds of ``count`` rollouts, drawn up front (they do not depend on how rollouts are split)."""
+    return [int(s) for s in rng.integers(2**31, size=count)]
+
+
 @torch.no_grad()
 def observation_values(value_model, observations: Sequence[dict], cameras: Sequence[str]) -> np.ndarray:
     """V of each observation (frames resized to the value model's input)."""
@@ -52,24 +64,32 @@ def _frames(observation: dict, cameras: Sequence[str]) -> np.ndarray:
     return np.stack([observation["images"][c] for c in cameras])
 
 
-def run_rollouts(env, policy: Policy, value_model, *, count: int, feedback_steps: int,
-                 rng: np.random.Generator, stats: RolloutStats, uncertainty_threshold: float | None = None,
+def run_rollouts(env, policy: Policy, value_model, *, feedback_steps: int, stats: RolloutStats,
+                 count: int | None = None, rng: np.random.Generator | None = None,
+                 seeds: Sequence[int] | None = None, uncertainty_threshold: float | None = None,
                  policy_steps: int = 10) -> dict[str, np.ndarray] | None:
-    """``count`` rollouts; returns their (images, states, actions, bins) samples, or None if none kept."""
+    """One rollout per seed (or ``count`` seeds drawn from ``rng``); returns their (images, states,
+    actions, bins) samples, or None if none kept. A rollout depends only on its seed (the start
+    state and every chunk's noise come from it), so a set of seeds can be split across workers."""
     if feedback_steps < 0:
         raise ValueError(f"feedback_steps must be >= 0, got {feedback_steps}")
+    if seeds is None:
+        if count is None or rng is None:
+            raise ValueError("give the rollouts' seeds, or count and rng to draw them")
+        seeds = rollout_seeds(rng, count)
     cameras = policy.cameras
     if cameras is None:
         raise ValueError("the rollout policy needs its camera names (Policy.cameras)")
     kept: dict[str, list] = {"images": [], "states": [], "actions": [], "bins": []}
-    for _ in range(count):
-        observation, info = env.reset(seed=int(rng.integers(2**31)))
+    for seed in seeds:
+        chunk_rng = np.random.default_rng([int(seed), 1])  # apart from the environment's own use of seed
+        observation, info = env.reset(seed=int(seed))
         start_value = info.get("value")
         if start_value is None:
             start_value = float(observation_values(value_model, [observation], cameras)[0])
         stats.rollouts += 1
         for _chunk in range(1 + feedback_steps):
-            generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
+            generator = torch.Generator().manual_seed(int(chunk_rng.integers(2**31)))
             chunk = policy.predict(_frames(observation, cameras), observation["state"], steps=policy_steps,
                                    generator=generator)
             observations, _, terminated, truncated, info = env.step_chunk(chunk)
@@ -101,6 +121,84 @@ def run_rollouts(env, policy: Policy, value_model, *, count: int, feedback_steps
     return {"images": images, "states": np.stack(kept["states"]),
             "actions": np.stack(kept["actions"]).astype(np.float32),
             "bins": np.asarray(kept["bins"], np.int64)}
+
+
+def merge_stats(stats: RolloutStats, parts: Sequence[RolloutStats]) -> RolloutStats:
+    """Add the counts and lists of ``parts`` (in order) to ``stats``."""
+    for part in parts:
+        stats.rollouts += part.rollouts
+        stats.chunks += part.chunks
+        stats.cut += part.cut
+        stats.advantages += part.advantages
+        stats.uncertainties += part.uncertainties
+    return stats
+
+
+def policy_files(policy: Policy) -> dict[str, bytes]:
+    """The policy as checkpoint bytes (its files and a manifest), to ship to rollout workers."""
+    with tempfile.TemporaryDirectory(prefix="rise-policy-") as tmp:
+        return folder_files(policy.save(Path(tmp) / "policy", step=0))
+
+
+class RolloutWorkers:
+    """Rollouts fanned out over ``workers`` processes, or Ray actors with ``ray_address`` (see
+    :mod:`rise.policy.fanout`). Each worker calls ``build(*build_args)`` once for its (environment,
+    value model); :meth:`run` ships the current policy's files and splits the seeds into one
+    contiguous block per worker. The samples are those of :func:`run_rollouts` over all the seeds in
+    one process: each rollout depends on its seed only.
+
+    Example::
+
+        with RolloutWorkers(build_world, (task,), workers=2, ray_address="local") as workers:
+            samples = workers.run(policy, seeds, feedback_steps=2, stats=stats)
+    """
+
+    def __init__(self, build: Callable, build_args: tuple = (), *, workers: int = 1,
+                 ray_address: str | None = None):
+        self.fanout = Fanout(workers, ray_address, setup=build, setup_args=build_args)
+
+    def run(self, policy: Policy, seeds: Sequence[int], *, feedback_steps: int, stats: RolloutStats,
+            uncertainty_threshold: float | None = None,
+            policy_steps: int = 10) -> dict[str, np.ndarray] | None:
+        """:func:`run_rollouts` of ``policy`` over ``seeds`` on the workers; adds to ``stats``."""
+        seeds = [int(s) for s in seeds]
+        if not seeds:
+            return None
+        blocks = [b.tolist() for b in np.array_split(seeds, min(self.fanout.workers, len(seeds)))]
+        shipped = policy if self.fanout.mode == "inline" else policy_files(policy)
+        settings = {"feedback_steps": feedback_steps, "uncertainty_threshold": uncertainty_threshold,
+                    "policy_steps": policy_steps}
+        parts = self.fanout.map(_rollout_block, blocks, shared=(shipped, settings))
+        merge_stats(stats, [part_stats for _, part_stats in parts])
+        kept = [samples for samples, _ in parts if samples is not None]
+        if not kept:
+            return None
+        return {k: np.concatenate([samples[k] for samples in kept]) for k in kept[0]}
+
+    def close(self) -> None:
+        self.fanout.close()
+
+    def __enter__(self) -> RolloutWorkers:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _rollout_block(world: tuple, shared: tuple, seeds: list[int]) -> tuple[dict | None, RolloutStats]:
+    env, value_model = world
+    shipped, settings = shared
+    if isinstance(shipped, dict):
+        shipped = load_shipped(shipped, load_verified_policy)
+    stats = RolloutStats()
+    samples = run_rollouts(env, shipped, value_model, seeds=seeds, stats=stats, **settings)
+    return samples, stats
+
+
+def load_verified_policy(folder: Path) -> Policy:
+    """:meth:`Policy.load` after checking the folder against its manifest."""
+    verify(folder, kind="policy")
+    return Policy.load(folder)
 
 
 class ExpertStart:
