@@ -128,12 +128,17 @@ def test_two_suites_at_once_do_not_interfere(tmp_path):
     assert len(domains) == 2, "both runs got the same ROS_DOMAIN_ID"
 
 
-def test_demo_brings_the_stack_up_and_down(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "rise.cli", "demo"],
-                            capture_output=True, text=True, timeout=240, cwd=tmp_path)
+def test_demo_brings_the_stack_up_and_down_then_runs_the_pipeline(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "rise.cli", "demo", "--budget", "smoke", "--workers", "1"],
+                            capture_output=True, text=True, timeout=480, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "stack up in" in result.stdout and "alive  recorder" in result.stdout
     saved = re.search(r"episode 0 saved: (\d+) frames, success (True|False), (\d+) dropped", result.stdout)
     assert saved, result.stdout
     assert int(saved.group(1)) > 100 and int(saved.group(3)) <= 2, result.stdout
     assert (tmp_path / "rise_runs" / "data" / "brick_sort" / "meta" / "info.json").is_file()
+    # then the learning pipeline, ending with its table and where the plots and videos are
+    bench = (tmp_path / "rise_runs" / "output" / "bench" / "box_close_smoke").resolve()
+    assert "| RISE, learned world model |" in result.stdout and "RISE − RECAP-style" in result.stdout
+    assert f"learning curves: {bench / 'learning_curves.png'}" in result.stdout
+    assert (bench / "learning_curves.png").is_file() and (bench / "imagined_vs_real.mp4").is_file()

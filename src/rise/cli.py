@@ -2,7 +2,7 @@
 
 Examples::
 
-    rise demo                                  # bring up the simulated robot's stack and show it alive
+    rise demo                                  # the ROS stack alive, then the whole learning pipeline
     rise up --robot sim --mode collect         # run the collect-mode nodes until Ctrl-C
     rise nodes --robot sim --mode deploy       # what a mode would start
     rise config check --robot sim              # validate config files
@@ -22,6 +22,7 @@ from pathlib import Path
 
 from rise import paths
 from rise.bringup import Mode, NodeLaunch, plan
+from rise.cli_bench import add_commands as add_bench_commands
 from rise.cli_policy import add_commands as add_policy_commands
 from rise.cli_world_model import add_commands as add_world_model_commands
 from rise.config import (
@@ -87,6 +88,9 @@ def cmd_demo(args) -> int:
 
     runner = Runner(launches, env)
     started = time.monotonic()
+    if not args.stack_only:
+        print("1/2 the ROS 2 stack: the simulated robot's collect mode, one demonstration recorded "
+              "through ROS", flush=True)
 
     def saved(episode: dict) -> None:
         latency = ", ".join(f"{c} p99 {v['p99']} ms" for c, v in episode.get("latency_ms", {}).items())
@@ -113,8 +117,19 @@ def cmd_demo(args) -> int:
         runner.stop()
         return 1
     except KeyboardInterrupt:
-        pass
-    return runner.stop()
+        runner.stop()
+        return 130
+    code = runner.stop()
+    if code or args.stack_only:
+        return code
+    from rise.cli_bench import cmd_bench_learning
+
+    print(f"2/2 the learning pipeline on {args.task} (budget {args.budget}; a stopped run resumes): collect "
+          "demos and failing rollouts -> train the world model -> warm up -> improve in imagination -> "
+          "evaluate every row in the simulator\n", flush=True)
+    bench = argparse.Namespace(config=args.config, task=args.task, budget=args.budget, seed=None,
+                               workers=args.workers, output=None)
+    return cmd_bench_learning(bench)
 
 
 def cmd_collect(args) -> int:
@@ -186,12 +201,21 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the main job on the embedded default (simulated robot)",
                           description="Bring up the simulated robot's collect stack, wait until "
                           "every node reports alive, record demos through ROS with the scripted "
-                          "expert as the teleop device, and stop.")
+                          "expert as the teleop device, and stop; then run the learning pipeline "
+                          "(rise bench learning) on one task and print its table.")
     _add_robot_args(demo, mode=False)
     demo.add_argument("--episodes", type=int, default=1, metavar="N",
                       help="episodes to record before stopping (default: 1)")
     demo.add_argument("--timeout", type=float, default=60.0, metavar="S",
                       help="give up if the stack is not up after S seconds (default: 60)")
+    demo.add_argument("--task", default="box_close",
+                      help="task of the learning pipeline (default: box_close, the quickest)")
+    demo.add_argument("--budget", default="small",
+                      help="compute budget of the learning pipeline: small (default, ~25 min on 2 cores), "
+                      "medium (hours), smoke (a minute, meaningless numbers)")
+    demo.add_argument("--workers", type=int, default=2, help="processes for the evaluation episodes")
+    demo.add_argument("--stack-only", action="store_true",
+                      help="only bring the ROS stack up, record, and stop (no learning pipeline)")
     demo.set_defaults(func=cmd_demo)
 
     collect = sub.add_parser("collect", help="record demos in the simulator with the scripted expert",
@@ -213,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_world_model_commands(sub)
     add_policy_commands(sub)
+    add_bench_commands(sub)
 
     nodes = sub.add_parser("nodes", help="list the nodes a mode starts",
                            description="Print the node table rows for a robot and mode.")

@@ -52,7 +52,8 @@ def cmd_train_dynamics(args) -> int:
         group_by=args.group_by, seed=experiment.seed if args.seed is None else args.seed,
         pretrained=args.pretrained, held_out_every=args.held_out_every, lr_schedule=args.lr_schedule)
     folder = train_dynamics(cfg)
-    print(f"dynamics checkpoint: {folder}")
+    if _main_process():  # once, also under torchrun
+        print(f"dynamics checkpoint: {folder}")
     return 0
 
 
@@ -68,7 +69,8 @@ def cmd_train_value(args) -> int:
         seed=experiment.seed if args.seed is None else args.seed, pretrained=args.pretrained,
         held_out_every=args.held_out_every)
     folder = fit_value(cfg)
-    print(f"value checkpoint: {folder}")
+    if _main_process():
+        print(f"value checkpoint: {folder}")
     return 0
 
 
@@ -107,6 +109,13 @@ def cmd_eval_world_model(args) -> int:
     print(f"written: {output}/report.json" + (", imagined_vs_real.mp4" if "dynamics" in report else "")
           + (", value_traces.png" if "value" in report else ""))
     return 0
+
+
+def _main_process() -> bool:
+    """False in the ranks > 0 of a torchrun job (they train, rank 0 reports)."""
+    from rise.models.distributed import Distributed
+
+    return Distributed.from_env().is_main
 
 
 def add_commands(sub) -> None:
