@@ -43,7 +43,11 @@ def cmd_warmup(args) -> int:
         value=value, model=args.model, steps=args.steps, batch_size=args.batch_size,
         num_bins=args.num_bins, seed=experiment.seed if args.seed is None else args.seed,
         pretrained=args.pretrained)
-    print(f"warm-up policy checkpoint: {warmup(cfg)}")
+    folder = warmup(cfg)
+    from rise.models.distributed import Distributed
+
+    if Distributed.from_env().is_main:  # once, also under torchrun
+        print(f"warm-up policy checkpoint: {folder}")
     return 0
 
 
