@@ -17,10 +17,11 @@ Stages (each once, resumable; wall times in ``stages.json``):
      world-model error);
    * ``rise_no_task_centric`` / ``rise_no_td``: the loop with the ablated dynamics / value model;
 5. evaluate every row's checkpoint after each iteration in the simulator (same seeds for every
-   row), check the world model on held-out episodes, and write the report.
+   row), check the world models on fresh episodes (other seeds, half perturbed), and write the
+   report.
 
 Output folder: ``table.md``, ``results.json``, ``learning_curves.png``, ``imagined_vs_real.mp4``
-(held-out real frames | imagined | imagined with shuffled actions), ``videos/<row>/`` (evaluation
+(fresh real frames | imagined | imagined with shuffled actions), ``videos/<row>/`` (evaluation
 episodes), ``data/`` and ``checkpoints/``.
 
 Example::
@@ -61,6 +62,10 @@ class BenchPaths:
     def data(self) -> Path:
         return self.root / "data" / self.task
 
+    @property
+    def heldout(self) -> Path:  # fresh episodes (other seeds, half perturbed) for the world-model check
+        return self.root / "data" / f"{self.task}_heldout"
+
     def checkpoints(self, name: str) -> Path:
         return self.root / "checkpoints" / name
 
@@ -80,10 +85,12 @@ def run_learning_bench(task: str, output: Path, budget: BenchBudget, *, seed: in
     models = _world_models(log, paths, budget, seed, progress)
     starts = _warmups(log, paths, budget, models["value"], seed, progress)
     runs = _rows(log, paths, budget, task, robot, models, starts, seed, progress)
-    curves = _evaluate(log, paths, budget, task, runs, starts, seed, workers)
-    checks = log.run("world_model_check", lambda: _world_model_check(paths, models))
+    finals, curves = _evaluate(log, paths, budget, task, runs, starts, seed, workers)
+    log.run("collect_heldout", lambda: _collect(task, budget, paths.heldout, robot, seed, progress,
+                                                held_out=True))
+    checks = log.run("world_model_heldout", lambda: _world_model_check(paths, models))
     plot_curves(paths.root / "learning_curves.png", curves, budget, task)
-    return write_report(paths.root, task, budget, seed, ROWS, curves, checks, log, robot)
+    return write_report(paths.root, task, budget, seed, ROWS, finals, curves, checks, log, robot)
 
 
 def _check_settings(root: Path, settings: dict) -> None:
@@ -98,12 +105,14 @@ def _check_settings(root: Path, settings: dict) -> None:
         path.write_text(json.dumps(settings, indent=1))
 
 
-def _collect(task, budget, root: Path, robot_name, seed, progress) -> dict:
+def _collect(task, budget, root: Path, robot_name, seed, progress, held_out: bool = False) -> dict:
     from rise.config import load_robot
     from rise.data.collect import collect
 
-    report = collect(task, budget.episodes, root, robot=load_robot(robot_name), seed=seed,
-                     failing_fraction=budget.failing_fraction, codec="h264", progress=progress)
+    episodes, seed, failing = ((max(4, budget.episodes // 4), seed + 7919, 0.5) if held_out
+                               else (budget.episodes, seed, budget.failing_fraction))
+    report = collect(task, episodes, root, robot=load_robot(robot_name), seed=seed,
+                     failing_fraction=failing, codec="h264", progress=progress)
     return {"dataset": str(report.root), "episodes": report.episodes, "frames": report.frames,
             "expert_successes": report.expert_successes, "perturbed_successes": report.perturbed_successes,
             "perturbed_episodes": report.perturbed_episodes}
@@ -176,8 +185,9 @@ def _rows(log: StageLog, paths: BenchPaths, budget, task, robot, models, starts,
     return runs
 
 
-def _evaluate(log: StageLog, paths: BenchPaths, budget, task, runs, starts, seed, workers) -> dict:
-    """Success after each iteration for every row: {row: [point per iteration 0..N]}."""
+def _evaluate(log: StageLog, paths: BenchPaths, budget, task, runs, starts, seed, workers) -> tuple:
+    """({row: final evaluation}, {row: [point per iteration 0..N]}). Every point of a curve is
+    scored on the same first ``curve_episodes`` seeds (the final evaluation runs more)."""
     from rise.policy.sim_eval import evaluate_policy
 
     def point(name: str, folder: str, episodes: int, videos: int):
@@ -193,6 +203,7 @@ def _evaluate(log: StageLog, paths: BenchPaths, budget, task, runs, starts, seed
     start_points = {row: point(f"{row}@0", folder, budget.curve_episodes, 0)
                     for row, folder in starts.items()}
     curves: dict[str, list[dict]] = {}
+    finals: dict[str, dict] = {}
     for row, run in runs.items():
         points = [{**start_points["warmup" if row == "warmup" else "recap"], "iteration": 0}]
         for iteration in range(1, budget.iterations + 1):
@@ -201,36 +212,43 @@ def _evaluate(log: StageLog, paths: BenchPaths, budget, task, runs, starts, seed
             folder = str(Path(run) / f"step_{step:06d}")
             episodes = budget.eval_episodes if final else budget.curve_episodes
             result = point(f"{row}@{iteration}", folder, episodes, 1 if final else 0)
-            points.append({**result, "iteration": iteration})
+            if final:
+                finals[row] = result
+            points.append({**subset(result, budget.curve_episodes), "iteration": iteration})
         curves[row] = points
-    return curves
+    return finals, curves
+
+
+def subset(result: dict, episodes: int) -> dict:
+    """An evaluation restricted to its first ``episodes`` episodes (seed order)."""
+    from rise.policy.sim_eval import wilson_interval
+
+    kept = sorted(result["per_episode"], key=lambda r: r["seed"])[:episodes]
+    successes = sum(bool(r["success"]) for r in kept)
+    return {**result, "episodes": len(kept), "successes": successes, "success_rate": successes / len(kept),
+            "wilson_95": list(wilson_interval(successes, len(kept))),
+            "mean_score": sum(r["score"] for r in kept) / len(kept), "per_episode": kept}
 
 
 def _world_model_check(paths: BenchPaths, models: dict[str, str]) -> dict:
-    """Value correlation/AUC and dynamics PSNR vs copy-last-frame on held-out episodes, for the
-    models of the main row and of the ablations; writes imagined_vs_real.mp4."""
+    """Value correlation/AUC and dynamics PSNR vs copy-last-frame on fresh episodes (collected with
+    other seeds, half of them perturbed), for the models of the main row and of the ablations;
+    writes imagined_vs_real.mp4."""
     from rise.models.episodes import load_episodes
     from rise.models.evaluate import evaluate_dynamics, evaluate_value
-    from rise.models.fit_dynamics import load_dynamics, split_episodes
+    from rise.models.fit_dynamics import load_dynamics
     from rise.models.fit_value import load_value
 
     report: dict = {}
     for name in ("value", "value_no_td"):
         model, _ = load_value(Path(models[name]))
         size = model.config.image_size
-        episodes = load_episodes((str(paths.data),), (size, size))
-        held = _held_out(episodes, split_episodes)
-        report[name] = {k: v for k, v in evaluate_value(model, held).items() if not isinstance(v, list)}
+        episodes = load_episodes((str(paths.heldout),), (size, size))
+        report[name] = {k: v for k, v in evaluate_value(model, episodes).items() if not isinstance(v, list)}
     for name in ("dynamics", "dynamics_uniform"):
         model, stats, _ = load_dynamics(Path(models[name]))
-        episodes = load_episodes((str(paths.data),), tuple(model.config.image_size))
+        episodes = load_episodes((str(paths.heldout),), tuple(model.config.image_size))
         video = paths.root / "imagined_vs_real.mp4" if name == "dynamics" else None
-        metrics = evaluate_dynamics(model, stats, _held_out(episodes, split_episodes), per_episode=4,
-                                    video=video)
+        metrics = evaluate_dynamics(model, stats, episodes, per_episode=4, video=video)
         report[name] = {k: v for k, v in metrics.items() if k != "per_view"}
     return report
-
-
-def _held_out(episodes, split):
-    _, held = split(episodes, 10)
-    return held if len(held) >= 2 else episodes[-2:]  # tiny runs hold nothing out: use the last two

@@ -33,9 +33,8 @@ def _pct(x: float) -> str:
     return f"{100 * x:.0f}"
 
 
-def write_report(root: Path, task: str, budget, seed: int, rows: dict[str, str], curves: dict, checks: dict,
-                 log, robot: str) -> dict:
-    final = {row: points[-1] for row, points in curves.items()}
+def write_report(root: Path, task: str, budget, seed: int, rows: dict[str, str], final: dict, curves: dict,
+                 checks: dict, log, robot: str) -> dict:
     rate = {row: 100 * p["success_rate"] for row, p in final.items()}
     gaps = {"rise_minus_warmup": round(rate["rise"] - rate["warmup"], 1),
             "rise_minus_recap": round(rate["rise"] - rate["recap"], 1),
@@ -64,13 +63,14 @@ def write_report(root: Path, task: str, budget, seed: int, rows: dict[str, str],
               f"({verdict['rise_vs_recap']})",
               f"- oracle − warm-up: {gaps['oracle_minus_warmup']:+.0f}, oracle − RECAP-style: "
               f"{gaps['oracle_minus_recap']:+.0f} ({'' if met['oracle_above_both'] else 'not '}above both)",
-              "", "Learning curves (success % after each iteration; iteration 0 = the warm-up):", "",
+              "", f"Learning curves (success % after each iteration on the first {budget.curve_episodes} "
+              "evaluation seeds; iteration 0 = the warm-up):", "",
               "| row | " + " | ".join(f"it {i}" for i in range(budget.iterations + 1)) + " |",
               "| --- |" + " --- |" * (budget.iterations + 1)]
     for row, label in rows.items():
-        lines.append(f"| {label} | " + " | ".join(f"{_pct(p['success_rate'])} ({p['episodes']})"
-                                                 for p in curves[row]) + " |")
-    lines += ["", "World-model checks on held-out episodes:", ""] + _check_lines(checks)
+        lines.append(f"| {label} | " + " | ".join(f"{_pct(p['success_rate'])}" for p in curves[row]) + " |")
+    lines += ["", "World-model checks on fresh episodes (other seeds, half perturbed):", ""]
+    lines += _check_lines(checks)
     lines += ["", "Stage wall times:", "", "| stage | s |", "| --- | --- |"]
     lines += [f"| {name} | {entry['seconds']:.0f} |" for name, entry in log.stages.items()]
     lines.append(f"| total | {sum(e['seconds'] for e in log.stages.values()):.0f} |")
