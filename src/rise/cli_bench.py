@@ -34,7 +34,8 @@ def cmd_bench_learning(args) -> int:
         raise SystemExit(f"rise: error: {error}") from None
     print("\n" + Path(result["table_path"]).read_text())
     print(f"table: {result['table_path']}\nlearning curves: {result['curves_path']}\n"
-          f"imagined vs real (fresh episodes): {result['video_path']}\nevaluation videos: {result['videos_dir']}/\n"
+          f"imagined vs real (fresh episodes): {result['video_path']}\n"
+          f"evaluation videos: {result['videos_dir']}/\n"
           f"all figures: {output / 'results.json'}")
     return 0
 
