@@ -128,6 +128,7 @@ def test_two_suites_at_once_do_not_interfere(tmp_path):
     assert len(domains) == 2, "both runs got the same ROS_DOMAIN_ID"
 
 
+@pytest.mark.timeout(600)  # the stack, then the whole learning pipeline at the smoke budget
 def test_demo_brings_the_stack_up_and_down_then_runs_the_pipeline(tmp_path):
     result = subprocess.run([sys.executable, "-m", "rise.cli", "demo", "--budget", "smoke", "--workers", "1"],
                             capture_output=True, text=True, timeout=480, cwd=tmp_path)
