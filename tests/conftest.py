@@ -41,8 +41,14 @@ def one_torch_thread():
 
 
 def pytest_collection_modifyitems(config, items):
-    """Whole-stack runs (marker ``stack``) only when RISE_STACK_TESTS=1: they are the on-demand
-    end-to-end check, not part of the CI suite (see the marker's description)."""
+    """Whole-stack runs (marker ``stack``) only when RISE_STACK_TESTS=1, and the 30-minute soaks
+    (marker ``soak``) only when selected with ``-m soak``: they are on-demand checks, not part of
+    the CI suite (see the markers' descriptions)."""
+    if "soak" not in (config.getoption("-m") or ""):
+        skip_soak = pytest.mark.skip(reason="30-minute soak: on demand with -m soak")
+        for item in items:
+            if "soak" in item.keywords:
+                item.add_marker(skip_soak)
     if os.environ.get("RISE_STACK_TESTS") == "1":
         return
     skip = pytest.mark.skip(reason="whole-stack run: on demand with RISE_STACK_TESTS=1 (intermittently "

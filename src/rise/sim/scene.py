@@ -84,6 +84,9 @@ def _add_arm_physics(spec: mujoco.MjSpec, robot: RobotConfig) -> None:
                                      rgba=[0, 1, 0, 0], group=5)
 
 
+SIM_CAMERAS = ("front", "wrist", "side")
+
+
 def _add_cameras(spec: mujoco.MjSpec, robot: RobotConfig) -> None:
     names = set(robot.camera_names)
     if "front" in names:
@@ -95,9 +98,13 @@ def _add_cameras(spec: mujoco.MjSpec, robot: RobotConfig) -> None:
         camera = spec.body("wrist_camera_link").add_camera(name="wrist", fovy=75.0)
         camera.alt.type = mujoco.mjtOrientation.mjORIENTATION_XYAXES
         camera.alt.xyaxes = [0, -1, 0, 0, 0, 1]
-    unknown = names - {"front", "wrist"}
+    if "side" in names:  # a third view, from the arm's left, for multi-camera setups
+        position = [0.25, 0.7, 0.45]
+        spec.worldbody.add_camera(name="side", pos=position, fovy=50.0,
+                                  quat=look_at_quat(position, [0.25, 0.0, 0.06]))
+    unknown = names - set(SIM_CAMERAS)
     if unknown:
-        raise ValueError(f"the simulator has cameras 'front' and 'wrist'; the robot config asks "
+        raise ValueError(f"the simulator has cameras {', '.join(SIM_CAMERAS)}; the robot config asks "
                          f"for {sorted(unknown)}")
 
 
