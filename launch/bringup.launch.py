@@ -7,6 +7,7 @@ machines without ``launch`` — so the two never disagree. Arguments:
 - ``mode``    collect | deploy | improve (default: collect)
 - ``config``  experiment config YAML (default: the package's config/experiments/default.yaml)
 - ``network`` localhost (default: DDS stays on this host) | default (your DDS settings)
+- ``no_respawn`` comma-separated node names not to restart when they die (default: none)
 """
 
 from pathlib import Path
@@ -27,11 +28,13 @@ def _nodes(context):
     robot_arg = LaunchConfiguration("robot").perform(context)
     mode = Mode(LaunchConfiguration("mode").perform(context))
     config = LaunchConfiguration("config").perform(context) or None
+    no_respawn = [name.strip() for name in LaunchConfiguration("no_respawn").perform(context).split(",")
+                  if name.strip()]
     robot_file = robot_path(robot_arg).resolve()
     robot = load_robot(str(robot_file))
     urdf_xml = Path(resolve(robot.urdf)).read_text(encoding="utf-8")
     launches = plan(robot, robot_file, mode, experiment_path(config).resolve(), embedded=False,
-                    urdf_xml=urdf_xml)
+                    urdf_xml=urdf_xml, no_respawn=no_respawn)
     actions = [LogInfo(msg=f"rise: mode {mode.value} on robot {robot.name}: "
                        + ", ".join(launch.name for launch in launches))]
     for launch in launches:
@@ -40,7 +43,7 @@ def _nodes(context):
             executable=launch.spec.executable,
             name=launch.name,
             parameters=[dict(launch.parameters)],
-            respawn=launch.spec.respawn,
+            respawn=launch.respawn,
             respawn_delay=launch.spec.respawn_delay_s,
             output="screen",
             emulate_tty=True,
@@ -60,6 +63,10 @@ def generate_launch_description():
         DeclareLaunchArgument(
             "config", default_value="",
             description="experiment config YAML (empty: config/experiments/default.yaml)"),
+        DeclareLaunchArgument(
+            "no_respawn", default_value="",
+            description="comma-separated nodes that stay down when they die (default: every rise "
+            "node is restarted, as its row in rise.bringup.NODE_TABLE says)"),
         DeclareLaunchArgument(
             "network", default_value=Network.LOCALHOST.value, choices=[n.value for n in Network],
             description="localhost: DDS traffic stays on this host (Fast DDS profile with a "

@@ -111,3 +111,15 @@ def test_a_real_robot_gets_one_camera_node_per_camera_and_teleop(tmp_path):
     assert "camera_front" in deploy and "teleop" not in deploy
     sim = [launch.name for launch in make_plan(Mode.COLLECT, embedded=True)]
     assert not any(name.startswith("camera") or name == "teleop" for name in sim)
+
+
+def test_rows_say_respawn_and_no_respawn_turns_it_off_by_row_or_node_name():
+    launches = {l.name: l for l in make_plan(Mode.COLLECT, embedded=True)}
+    assert all(l.respawn for l in launches.values())  # every rise node of the mode restarts
+    robot = load_robot("sim")
+    kept = plan(robot, robot_path("sim"), Mode.COLLECT, experiment_path(None), embedded=True,
+                no_respawn=["recorder", "sim"])
+    assert {l.name: l.respawn for l in kept} == {"monitor": True, "sim": False, "arm_bridge": True,
+                                                 "recorder": False}
+    with pytest.raises(ValueError, match=r"unknown node\(s\) \['simm'\]"):
+        plan(robot, robot_path("sim"), Mode.COLLECT, experiment_path(None), embedded=True, no_respawn=["simm"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Collection
 from pathlib import Path
 
 from rise.config import RobotConfig, RobotKind
@@ -65,6 +66,7 @@ NODE_TABLE: tuple[NodeSpec, ...] = (
         "/<controller>/joint_trajectory; /rise/sim/reset, /rise/sim/status",
         modes=ALL_MODES,
         robot_kinds=frozenset({RobotKind.SIM}),
+        respawn=True,  # a restarted simulator starts a new scene; the arm bridge re-arms on it
     ),
     NodeSpec(
         name="arm_bridge",
@@ -95,6 +97,7 @@ NODE_TABLE: tuple[NodeSpec, ...] = (
         "/rise/teleop/command; episode flags -> /rise/recorder/*, e-stop -> /rise/arm/estop",
         modes=frozenset({Mode.COLLECT}),
         robot_kinds=frozenset({RobotKind.REAL}),
+        respawn=True,  # while it is gone the arm bridge holds; its first command must start near the arm
     ),
     NodeSpec(
         name="recorder",
@@ -103,6 +106,7 @@ NODE_TABLE: tuple[NodeSpec, ...] = (
         description="records synchronised cameras, /joint_states and /rise/arm/command_sent into a "
         "LeRobot v3 dataset; /rise/recorder/{start,stop,discard}_episode, /rise/recorder/status",
         modes=frozenset({Mode.COLLECT}),
+        respawn=True,  # finished episodes survive a crash; the unfinished one is dropped on reopen
     ),
     NodeSpec(
         name="policy",
@@ -148,6 +152,7 @@ class NodeLaunch:
     spec: NodeSpec
     parameters: tuple[tuple[str, object], ...]
     node_name: str = ""  # the ROS node name when it differs from the row's (per-camera nodes)
+    respawn: bool = False  # restart it when it dies: the row's ``respawn`` unless turned off
 
     @property
     def name(self) -> str:
@@ -169,11 +174,14 @@ def plan(
     *,
     embedded: bool,
     urdf_xml: str = "",
+    no_respawn: Collection[str] = (),
 ) -> list[NodeLaunch]:
     """The nodes to start for ``mode`` on ``robot``; ``embedded`` drops nodes of other packages.
 
     ``robot_config``/``experiment_config`` are the files every node reads (one source of truth);
-    ``urdf_xml`` is the robot description handed to robot_state_publisher.
+    ``urdf_xml`` is the robot description handed to robot_state_publisher; ``no_respawn`` names
+    nodes (row names like ``camera``, or node names like ``camera_front``) that stay down when
+    they die although their row says ``respawn``.
     """
     specs = [
         s for s in NODE_TABLE
@@ -185,6 +193,10 @@ def plan(
         ("mode", mode.value),
     )
     names = [name for spec in specs for name, _ in _instances(spec, robot)]
+    unknown = sorted(set(no_respawn) - set(names) - {spec.name for spec in NODE_TABLE})
+    if unknown:
+        raise ValueError(f"no_respawn: unknown node(s) {unknown}; the node table has "
+                         f"{', '.join(s.name for s in NODE_TABLE)}")
     launches = []
     for spec in specs:
         for name, extra in _instances(spec, robot):
@@ -205,5 +217,6 @@ def plan(
                 parameters = (("robot_description", urdf_xml),)
             else:
                 parameters = ()
-            launches.append(NodeLaunch(spec, parameters, node_name=name))
+            respawn = spec.respawn and not ({name, spec.name} & set(no_respawn))
+            launches.append(NodeLaunch(spec, parameters, node_name=name, respawn=respawn))
     return launches

@@ -102,7 +102,7 @@ class Runner:
                 continue
             child.exit_code = code
             spec = child.launch.spec
-            if spec.respawn and not self._stopping:
+            if child.launch.respawn and not self._stopping:
                 child.restart_at = now + spec.respawn_delay_s
                 self._log(f"{child.launch.name} exited with code {code}; restarting in "
                           f"{spec.respawn_delay_s:g} s (restart {child.restarts + 1})")
