@@ -122,4 +122,5 @@ def test_rows_say_respawn_and_no_respawn_turns_it_off_by_row_or_node_name():
     assert {l.name: l.respawn for l in kept} == {"monitor": True, "sim": False, "arm_bridge": True,
                                                  "recorder": False}
     with pytest.raises(ValueError, match=r"unknown node\(s\) \['simm'\]"):
-        plan(robot, robot_path("sim"), Mode.COLLECT, experiment_path(None), embedded=True, no_respawn=["simm"])
+        plan(robot, robot_path("sim"), Mode.COLLECT, experiment_path(None), embedded=True,
+             no_respawn=["simm"])

@@ -66,7 +66,11 @@ def _load(args) -> tuple[RobotConfig, Path, ExperimentConfig, Path]:
 
 def _plan(args, mode: Mode) -> list[NodeLaunch]:
     robot, robot_file, _, experiment_file = _load(args)
-    return plan(robot, robot_file, mode, experiment_file, embedded=True)
+    try:
+        return plan(robot, robot_file, mode, experiment_file, embedded=True,
+                    no_respawn=getattr(args, "no_respawn", None) or ())
+    except ValueError as error:  # an unknown --no-respawn name
+        raise ConfigError("--no-respawn", "", str(error).removeprefix("no_respawn: ")) from None
 
 
 def cmd_up(args) -> int:
@@ -134,14 +138,20 @@ def cmd_demo(args) -> int:
 
 def cmd_collect(args) -> int:
     from rise.data.collect import collect
+    from rise.data.writer import DatasetWriteError
     from rise.sim.tasks import make_task
 
     robot, _, experiment, _ = _load(args)
     task = args.task or experiment.task
     make_task(task)  # an unknown task is refused before anything is written
     root = Path(args.output) if args.output else Path(experiment.data_dir) / task
-    report = collect(task, args.episodes, root, robot=robot, seed=experiment.seed if args.seed is None
-                     else args.seed, failing_fraction=args.failing_fraction, codec=args.codec)
+    try:
+        report = collect(task, args.episodes, root, robot=robot, seed=experiment.seed if args.seed is None
+                         else args.seed, failing_fraction=args.failing_fraction, codec=args.codec,
+                         min_free_disk_mb=experiment.min_free_disk_mb)
+    except DatasetWriteError as error:  # a full disk, say: the episodes saved before it are kept
+        print(f"rise collect: error: {error}", file=sys.stderr)
+        return 1
     print(f"dataset: {report.root} ({report.episodes} episodes, {report.frames} frames, "
           f"{report.wall_s:.0f} s)")
     print(f"scripted expert success: {report.expert_successes}/{report.expert_episodes} "
@@ -196,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_network_arg(up)
     up.add_argument("--duration", type=float, default=None, metavar="S",
                     help="stop after S seconds (default: run until stopped)")
+    up.add_argument("--no-respawn", nargs="+", default=None, metavar="NODE",
+                    help="nodes to leave down when they die (default: every rise node is restarted)")
     up.set_defaults(func=cmd_up)
 
     demo = sub.add_parser("demo", help="the main job on the embedded default (simulated robot)",

@@ -19,10 +19,22 @@ class ExperimentConfig:
     task: str = setting("brick_sort", doc="simulated task: brick_sort, box_close or pack")
     seed: int = setting(0, doc="random seed for everything the run samples", ge=0, lt=2**32)
     data_dir: str = setting("rise_runs/data", doc="datasets folder (relative: to the cwd)")
+    min_free_disk_mb: float = setting(
+        500.0, ge=0, doc="recording refuses to start, and stops an episode cleanly, when the datasets "
+        "folder's filesystem has less free space [MiB] (0: no minimum)"
+    )
     checkpoint_dir: str = setting(
         "rise_runs/checkpoints", doc="checkpoint root; nodes load checkpoints only from here"
     )
     output_dir: str = setting("rise_runs/output", doc="plots, videos and reports")
+    max_checkpoint_mb: float = setting(
+        8192.0, doc="nodes refuse a checkpoint folder larger than this [MiB] unread", gt=0
+    )
+
+    @property
+    def max_checkpoint_bytes(self) -> int:
+        """:attr:`max_checkpoint_mb` in bytes."""
+        return int(self.max_checkpoint_mb * 1024**2)
 
     def __post_init__(self):
         if not _NAME.match(self.name):

@@ -10,7 +10,7 @@ from rise.data.reader import DatasetReader, Episode
 from rise.data.recorder import EmptyEpisodeError, EpisodeReport, Recorder
 from rise.data.sync import MatchedSet, StreamSynchronizer, SyncCounters
 from rise.data.video import CODECS
-from rise.data.writer import DatasetWriteError, DatasetWriter
+from rise.data.writer import DatasetWriteError, DatasetWriter, DiskSpaceError
 
 __all__ = [
     "CODECS",
@@ -20,6 +20,7 @@ __all__ = [
     "DatasetSpecMismatch",
     "DatasetWriteError",
     "DatasetWriter",
+    "DiskSpaceError",
     "EmptyEpisodeError",
     "Episode",
     "EpisodeReport",

@@ -53,14 +53,20 @@ def dataset_spec(robot: RobotConfig) -> DatasetSpec:
 
 
 def collect(task: str, episodes: int, root: Path, *, robot: RobotConfig | None = None, seed: int = 0,
-            failing_fraction: float = 0.0, codec: str = "libsvtav1", progress: bool = True) -> CollectReport:
-    """Record ``episodes`` episodes of ``task`` into the LeRobot dataset at ``root`` (appends)."""
+            failing_fraction: float = 0.0, codec: str = "libsvtav1", progress: bool = True,
+            min_free_disk_mb: float = 0.0) -> CollectReport:
+    """Record ``episodes`` episodes of ``task`` into the LeRobot dataset at ``root`` (appends).
+
+    A write error or less than ``min_free_disk_mb`` of free disk space ends the collection with
+    :class:`~rise.data.writer.DatasetWriteError`; the episodes saved before it stay in the dataset.
+    """
     robot = robot or load_robot("sim")
     rng = np.random.default_rng(seed)
     period_ns = int(round(1e9 / robot.control_rate_hz))
     counts = dict(expert=0, expert_ok=0, perturbed=0, perturbed_ok=0, frames=0, dropped=0, late=0)
     started = time.monotonic()
-    with SimEnv(task, robot) as env, DatasetWriter(root, dataset_spec(robot), codec=codec) as writer:
+    with (SimEnv(task, robot) as env,
+          DatasetWriter(root, dataset_spec(robot), codec=codec, min_free_disk_mb=min_free_disk_mb) as writer):
         recorder = Recorder(writer, tolerance_ns=period_ns // 4)
         bar = tqdm(range(episodes), desc=f"collect {task}", unit="episode", disable=not progress)
         clock_ns = 0

@@ -18,11 +18,12 @@ are computed in :mod:`rise.data.stats`; codecs and mp4 encoding/decoding are in 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -237,6 +238,17 @@ def check_spec(existing: DatasetSpec, requested: DatasetSpec) -> None:
 # ---------------------------------------------------------------- atomic writes
 
 
+@contextlib.contextmanager
+def naming_os_errors(path: Path) -> Iterator[None]:
+    """Re-raise an OSError that names no file (a failed write or fsync) with ``path`` as its file."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None or exc.errno is None:
+            raise
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
+
+
 def fsync_dir(path: Path) -> None:
     """Make a rename or a new file in folder ``path`` durable."""
     fd = os.open(path, os.O_RDONLY)
@@ -248,7 +260,7 @@ def fsync_dir(path: Path) -> None:
 
 def fsync_file(path: Path) -> None:
     """Flush a finished file's data to disk."""
-    with open(path, "rb") as f:
+    with naming_os_errors(path), open(path, "rb") as f:
         os.fsync(f.fileno())
 
 
@@ -263,7 +275,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = partial_path(path)
     try:
-        with open(tmp, "wb") as f:
+        with naming_os_errors(tmp), open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

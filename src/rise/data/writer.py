@@ -22,6 +22,11 @@ dataset removes ``*.partial`` files and data/video files no committed episode re
 rebuilds the summaries if ``info.json`` is stale, so a process killed at any moment leaves the
 dataset as it was after its last finished episode.
 
+A write error (a full disk included) abandons the episode being recorded: its files are removed,
+:class:`DatasetWriteError` names the file and the OS error, earlier episodes stay readable and the
+writer takes the next episode. With ``min_free_disk_mb``, an episode refuses to start, and stops
+(checked once a second), when the dataset's filesystem has less free space: :class:`DiskSpaceError`.
+
 Not thread-safe: one thread (or a caller that serialises calls) per writer. One writer per folder
 (an exclusive ``flock`` on ``.rise_writer.lock`` refuses a second one, in any process).
 """
@@ -41,6 +46,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rise.data import lerobot_format as fmt
+from rise.data.disk_space import FreeSpaceGuard, is_disk_full
 from rise.data.episode_buffer import EpisodeBuffer
 from rise.data.lerobot_format import DatasetError, DatasetSpec, DatasetSpecMismatch
 from rise.data.stats import ImageStats, Stats, aggregate_stats, stats_from_row, stats_to_json, stats_to_row
@@ -55,9 +61,13 @@ class DatasetWriteError(DatasetError):
     """Writing an episode failed; it was abandoned and earlier episodes are intact."""
 
 
+class DiskSpaceError(DatasetWriteError):
+    """The disk is full or below ``min_free_disk_mb``: the episode was not started, or abandoned."""
+
+
 def _write_data_file(table: pa.Table, path: Path) -> None:
     """Write a frames table to ``path`` and fsync it."""
-    with open(path, "wb") as f:
+    with fmt.naming_os_errors(path), open(path, "wb") as f:
         pq.write_table(table, f, compression="snappy")
         f.flush()
         os.fsync(f.fileno())
@@ -71,12 +81,13 @@ class DatasetWriter:
     default 23; mpeg4 qscale 1-31, default 3). ``chunks_size``: files per chunk folder, for new
     datasets (an existing dataset keeps its own). Re-opening an existing dataset appends and
     raises :class:`DatasetSpecMismatch` naming the field if fps, robot_type, joint names,
-    cameras, image shapes or codec differ.
+    cameras, image shapes or codec differ. ``min_free_disk_mb``: see the module doc (0: no minimum).
     """
 
     def __init__(self, root: Path, spec: DatasetSpec, *, codec: str = "libsvtav1", crf: int | None = None,
-                 chunks_size: int = 1000):
+                 chunks_size: int = 1000, min_free_disk_mb: float = 0.0):
         self._root = Path(root)
+        self._space = FreeSpaceGuard(self._root, min_free_disk_mb)
         self._spec = spec
         self._codec = video_codec(codec)
         self._quality = self._codec.default_quality if crf is None else int(crf)
@@ -122,8 +133,13 @@ class DatasetWriter:
         """Committed episodes in the dataset."""
         return len(self._rows)
 
+    @property
+    def disk_space(self) -> FreeSpaceGuard:
+        """The dataset folder's free-space guard: ``free_mb()``, ``min_free_disk_mb`` (settable)."""
+        return self._space
+
     def start_episode(self, task: str) -> None:
-        """Begin recording an episode of ``task`` (a natural-language instruction)."""
+        """Begin an episode of ``task`` (an instruction); :class:`DiskSpaceError` when low on disk space."""
         if self._closed:
             raise RuntimeError("the dataset writer is closed")
         if self._episode is not None:
@@ -131,6 +147,8 @@ class DatasetWriter:
         if not isinstance(task, str) or not task.strip():
             raise ValueError(f"task: expected a non-empty string, got {task!r}")
         index = len(self._rows)
+        if (shortfall := self._space.shortfall()) is not None:
+            raise DiskSpaceError(f"{self._root}: cannot start episode {index}: {shortfall}")
         task_index = self._tasks.index(task) if task in self._tasks else len(self._tasks)
         episode = EpisodeBuffer(index, task, task_index, *fmt.chunk_and_file(index, self._chunks_size))
         self._episode = episode
@@ -151,12 +169,14 @@ class DatasetWriter:
         episode = self._require_episode()
         state_row, action_row = self._check_frame(state, action, images, image_capture_ns)
         try:
+            if (low_space := self._space.check_due()) is not None:
+                raise low_space
             for name, encoder in episode.encoders.items():
                 encoder.encode(images[name], episode.length)
                 episode.image_stats[name].update(images[name])
                 episode.image_capture_ns[name].append(int(image_capture_ns[name]))
         except Exception as exc:
-            self._abandon(exc, f"encoding frame {episode.length} of")
+            self._abandon(exc, f"recording frame {episode.length} of")
         episode.states.append(state_row)
         episode.actions.append(action_row)
         episode.state_capture_ns.append(int(state_capture_ns))
@@ -178,7 +198,7 @@ class DatasetWriter:
             self._publish(row)
         except Exception as exc:
             fmt.episodes_path(self._root, episode.chunk_index, episode.file_index).unlink(missing_ok=True)
-            self._abandon(exc, "updating the dataset summary for")
+            self._abandon(exc, "updating the dataset summary for", restore_summary=True)
         self._episode = None
         return episode.index
 
@@ -233,10 +253,19 @@ class DatasetWriter:
         self._stats = aggregate_stats([stats_from_row(row) for row in self._rows])
         self._remove_unreferenced_files()
         totals = (info.get("total_episodes"), info.get("total_frames"), info.get("total_tasks"))
-        stale = totals != (len(self._rows), self._total_frames(self._rows), len(self._tasks))
-        if stale or fmt.read_tasks(self._root) != self._tasks or not (self._root / fmt.STATS_PATH).exists():
+        frames = self._total_frames(self._rows)
+        stale = totals != (len(self._rows), frames, len(self._tasks)) or self._stats_frames() != frames
+        if stale or fmt.read_tasks(self._root) != self._tasks:
             _LOG.warning("%s: meta/info.json is stale; rebuilding it from meta/episodes", self._root)
             self._write_summary(self._rows, self._tasks, self._stats)
+
+    def _stats_frames(self) -> int | None:
+        """Frames counted in ``stats.json`` (None if it is missing or unreadable)."""
+        try:
+            count = fmt.read_json(self._root / fmt.STATS_PATH).get("index", {}).get("count", [0])
+            return int(count[0])
+        except (DatasetError, AttributeError, TypeError, ValueError, IndexError):
+            return None
 
     def _remove_unreferenced_files(self) -> None:
         video_keys = [fmt.image_key(name) for name in self._spec.camera_names]
@@ -351,12 +380,19 @@ class DatasetWriter:
             partial.unlink(missing_ok=True)
             final.unlink(missing_ok=True)
 
-    def _abandon(self, exc: Exception, doing: str) -> NoReturn:
-        """Remove the episode's files and raise :class:`DatasetWriteError` from ``exc``."""
+    def _abandon(self, exc: Exception, doing: str, restore_summary: bool = False) -> NoReturn:
+        """Remove the episode's files (and with ``restore_summary`` rewrite the committed episodes'
+        summary) and raise :class:`DatasetWriteError`, or :class:`DiskSpaceError`, from ``exc``."""
         episode, self._episode = self._episode, None
         try:
             self._remove_episode_files(episode)
         except OSError as cleanup_exc:  # what is left is removed when the dataset is next opened
             _LOG.error("could not remove the files of abandoned episode %d: %s", episode.index, cleanup_exc)
-        raise DatasetWriteError(f"{self._root}: {doing} episode {episode.index} failed, the episode was "
-                                f"abandoned and earlier episodes are intact: {exc}") from exc
+        if restore_summary:  # tasks.parquet and stats.json may count the abandoned episode
+            try:
+                self._write_summary(self._rows, self._tasks, self._stats)
+            except OSError as summary_exc:  # rebuilt when the dataset is next opened
+                _LOG.error("could not restore the summary of %s: %s", self._root, summary_exc)
+        error = DiskSpaceError if is_disk_full(exc) else DatasetWriteError
+        raise error(f"{self._root}: {doing} episode {episode.index} failed, the episode was "
+                    f"abandoned and earlier episodes are intact: {exc}") from exc

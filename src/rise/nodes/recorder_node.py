@@ -10,8 +10,10 @@ episodes on:
 - ``/rise/recorder/discard_episode`` (std_srvs/Trigger)
 
 State on ``/rise/recorder/status`` (std_msgs/String, JSON, latched). Encoding runs on a worker
-thread, so subscriptions never wait for the video encoder; a write error (e.g. a full disk) ends
-the episode cleanly with an error and earlier episodes stay readable.
+thread, so subscriptions never wait for the video encoder. A write error, or less free disk space
+than ``min_free_disk_mb`` (checked once a second), ends the episode cleanly: its files are removed,
+earlier episodes stay readable, the status says why (``last_error``, ``disk_full``) and new episodes
+are refused until there is space again.
 
 Run: ``ros2 run rise rise_recorder --ros-args -p output:=/data/demos -p instruction:="pick the cube"``
 """
@@ -26,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
@@ -34,7 +37,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from rise.data.collect import dataset_spec
 from rise.data.recorder import COMMAND_STREAM, STATE_STREAM, EmptyEpisodeError, Recorder
-from rise.data.writer import DatasetError, DatasetWriter
+from rise.data.writer import DatasetError, DatasetWriter, DiskSpaceError
 from rise.nodes.node_main import run_node
 from rise.nodes.parameters import declare, declare_configs
 from rise.nodes.qos import COMMAND, LATCHED, SENSOR, STATE
@@ -79,7 +82,12 @@ class RecorderNode(Node):
             from rise.sim.tasks import make_task
 
             self._instruction = make_task(experiment.task).instruction
-        self._writer = DatasetWriter(root, dataset_spec(self.robot), codec=codec)
+        min_free_mb = declare(self, "min_free_disk_mb", experiment.min_free_disk_mb, "episodes refuse to "
+                              "start, and stop, below this much free space in the output folder [MiB, "
+                              "a float; 0: no minimum]", read_only=False)
+        self._writer = DatasetWriter(root, dataset_spec(self.robot), codec=codec,
+                                     min_free_disk_mb=min_free_mb)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
         # Unsynchronised cameras at the control rate are up to half a period apart, plus jitter.
         period_ms = 1e3 / self.robot.control_rate_hz
         tolerance_ms = declare(self, "sync_tolerance_ms", round(0.6 * period_ms, 3),
@@ -92,7 +100,8 @@ class RecorderNode(Node):
         # capture -> recorder latency of recent frames, per camera [ns] (for status and benchmarks)
         self._latency_ns = {c: collections.deque(maxlen=10_000) for c in self.robot.camera_names}
         self._status = self.create_publisher(String, "/rise/recorder/status", LATCHED)
-        self._state = {"recording": False, "episodes": self._writer.num_episodes, "root": str(root)}
+        self._state = {"recording": False, "episodes": self._writer.num_episodes, "root": str(root),
+                       "disk_full": False}
         for camera in self.robot.camera_names:
             self.create_subscription(Image, f"/cameras/{camera}/image_raw",
                                      lambda m, c=camera: self._on_image(c, m), SENSOR)
@@ -105,6 +114,15 @@ class RecorderNode(Node):
         self._worker.start()
         self._publish_status()
         self.get_logger().info(f"recording to {root} ({self._writer.num_episodes} episodes so far)")
+
+    def _on_set_parameters(self, parameters) -> SetParametersResult:
+        for parameter in parameters:
+            if parameter.name == "min_free_disk_mb":
+                try:  # a float attribute: read by the worker thread at its next check
+                    self._writer.disk_space.min_free_disk_mb = parameter.value
+                except ValueError as error:
+                    return SetParametersResult(successful=False, reason=str(error))
+        return SetParametersResult(successful=True)
 
     # -- subscriptions: enqueue only -------------------------------------------------------
     def _enqueue(self, item) -> None:
@@ -181,9 +199,11 @@ class RecorderNode(Node):
             return
         try:
             self._recorder.on_sample(stream, stamp, payload)
-        except DatasetError as error:
-            self.get_logger().error(f"episode aborted: {error}")
-            self._state["last_error"] = str(error)
+        except DatasetError as error:  # the writer abandoned the episode (files removed)
+            if self._bag is not None:
+                self._bag.stop(keep=False)  # the episode was not saved: neither is its bag
+            self._note_error(f"episode stopped: {error}", error)
+            self._state["recording"] = self._recorder.recording
             self._publish_status()
 
     def _control(self, action: str, *args) -> tuple[bool, str]:
@@ -192,6 +212,7 @@ class RecorderNode(Node):
                 if self._recorder.recording:
                     return False, "an episode is already being recorded"
                 self._recorder.start_episode(self._instruction)
+                self._state["disk_full"] = False
                 if self._last_state is not None:
                     self._recorder.on_sample(*self._last_state)
                 for samples in self._latency_ns.values():
@@ -223,8 +244,7 @@ class RecorderNode(Node):
                     self._bag.stop(keep=False)
                 message = "episode discarded"
         except (DatasetError, EmptyEpisodeError, OSError) as error:
-            self._state["last_error"] = str(error)
-            self.get_logger().error(f"{action} failed: {error}")
+            self._note_error(f"{action} failed: {error}", error)
             return False, str(error)
         finally:
             self._state.update(recording=self._recorder.recording, episodes=self._writer.num_episodes)
@@ -243,7 +263,17 @@ class RecorderNode(Node):
                                   "max": round(float(values.max()), 2), "frames": len(values)}
         return report
 
+    def _note_error(self, message: str, error: Exception) -> None:
+        """Log ``message`` and keep it in the status; ``disk_full`` says whether the disk was the cause."""
+        self.get_logger().error(message)
+        self._state["last_error"] = message
+        self._state["disk_full"] = isinstance(error, DiskSpaceError)
+
     def _publish_status(self) -> None:
+        try:
+            self._state["free_disk_mb"] = round(self._writer.disk_space.free_mb(), 1)
+        except OSError:  # the output folder vanished: the next write reports it
+            self._state["free_disk_mb"] = None
         self._status.publish(String(data=json.dumps(self._state)))
 
     def destroy_node(self):
