@@ -88,8 +88,8 @@ class SafetyFilter:
         self._units = tuple("rad" for _ in arm.joints) + ("m",)
         self._lower = _frozen([j.lower for j in joints])
         self._upper = _frozen([j.upper for j in joints])
-        self._max_step = _frozen([arm.safety.velocity_scale * j.max_velocity / control_rate_hz
-                                  for j in joints])
+        self._max_velocity = _frozen([j.max_velocity for j in joints])
+        self._max_step = _frozen(arm.safety.velocity_scale * self._max_velocity / control_rate_hz)
         self._start_tolerance = arm.safety.start_tolerance
         self._timeout_s = arm.safety.command_timeout_s
         self._measured: np.ndarray | None = None
@@ -116,6 +116,16 @@ class SafetyFilter:
     @property
     def upper(self) -> np.ndarray:
         return self._upper
+
+    @property
+    def units(self) -> tuple[str, ...]:
+        """Position unit per joint: ``rad`` for the arm joints, ``m`` for the gripper."""
+        return self._units
+
+    @property
+    def max_velocity(self) -> np.ndarray:
+        """Each joint's configured velocity limit [rad/s or m/s], before ``velocity_scale``."""
+        return self._max_velocity
 
     @property
     def max_step(self) -> np.ndarray:

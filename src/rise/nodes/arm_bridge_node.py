@@ -5,11 +5,15 @@ and follows the selected source's trajectory in time; every control tick the tar
 :class:`rise.hardware.safety.SafetyFilter` (joint limits, per-tick change and velocity limit, no
 jump at activation, command timeout -> hold, latching e-stop) and the result is sent to
 ``/<controller>/joint_trajectory`` and published on ``/rise/arm/command_sent`` — what was really
-sent, clipped or held, never silently dropped. Refused commands are logged with the reason.
+sent, clipped or held, never silently dropped. A command is checked whole before any of it is
+followed (:func:`rise.hardware.trajectory.parse_trajectory`: joint names, NaN/inf, times, velocities,
+implied speed); a refused one is logged with the reason and changes nothing (the arm keeps following
+the last accepted command, or holds).
 
 - ``/rise/arm/estop`` (std_srvs/SetBool): true engages (latching), false releases.
 - ``/rise/arm/select_source`` (std_msgs/String, ``teleop`` or ``policy``); also the ``source``
-  parameter. The active source, e-stop and last reasons: ``/rise/arm/status`` (String, JSON, latched).
+  parameter. The active source, e-stop and last reasons: ``/rise/arm/status`` (String, JSON, latched;
+  ``refused`` is the last refused command's reason, ``refusals`` how many were refused so far).
 
 Run: ``ros2 run rise rise_arm_bridge --ros-args -p source:=teleop``
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import deque
 
 import numpy as np
 from builtin_interfaces.msg import Duration
@@ -29,16 +34,25 @@ from std_srvs.srv import SetBool
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from rise.hardware.safety import CommandError, FilterResult, MeasurementError, SafetyFilter
-from rise.hardware.trajectory import TrajectoryError, TrajectoryFollower
+from rise.hardware.trajectory import Trajectory, TrajectoryError, TrajectoryFollower, parse_trajectory
 from rise.nodes.node_main import run_node
 from rise.nodes.parameters import declare, declare_configs
 from rise.nodes.qos import COMMAND, LATCHED, STATE
 
 SOURCES = ("teleop", "policy")
+REFUSAL_LOGS_PER_S = 5  # a source flooding bad commands: the status still shows each refusal
 
 
 def trajectory_times(message: JointTrajectory) -> list[float]:
     return [p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in message.points]
+
+
+def parse_command(safety: SafetyFilter, message: JointTrajectory) -> Trajectory:
+    """The checked trajectory of a command; CommandError or TrajectoryError says why not."""
+    points = message.points
+    return parse_trajectory(safety, message.joint_names, trajectory_times(message),
+                            [p.positions for p in points], [p.velocities for p in points],
+                            [p.accelerations for p in points])
 
 
 class ArmBridgeNode(Node):
@@ -68,6 +82,9 @@ class ArmBridgeNode(Node):
         self.create_service(SetBool, "/rise/arm/estop", self._on_estop)
         self._last_status: dict | None = None
         self._last_reasons: tuple[str, ...] = ()
+        self._refused = ""
+        self._refusals = 0
+        self._refusal_logs_s: deque[float] = deque(maxlen=REFUSAL_LOGS_PER_S)
         self.create_timer(self._period_s, self._tick)
         self.get_logger().info(f"arm bridge: source {self.source}, sending to {controller} at "
                                f"{self.robot.control_rate_hz:g} Hz")
@@ -89,17 +106,23 @@ class ArmBridgeNode(Node):
             return
         now = time.monotonic()
         try:
-            if not message.points:
-                raise CommandError("no points")
-            targets = [self.safety.validate(message.joint_names, p.positions) for p in message.points]
-            times = trajectory_times(message)
+            trajectory = parse_command(self.safety, message)
             follower = TrajectoryFollower(self.names, self._current_output())
-            follower.set(self.names, times, targets, 0.0, now)
+            follower.set(self.names, trajectory.times_s, trajectory.positions, 0.0, now)
         except (CommandError, TrajectoryError) as error:
-            self.get_logger().warning(f"{source} command refused: {error}")
+            self._refuse(source, str(error), now)
             return
         self.follower = follower
-        self._trajectory_end_s = now + times[-1]
+        self._trajectory_end_s = now + float(trajectory.times_s[-1])
+
+    def _refuse(self, source: str, reason: str, now: float) -> None:
+        """Show the reason in the status and log it (at most REFUSAL_LOGS_PER_S lines a second)."""
+        self._refusals += 1
+        self._refused = reason
+        logs = self._refusal_logs_s
+        if len(logs) < logs.maxlen or now - logs[0] >= 1.0:
+            logs.append(now)
+            self.get_logger().warning(f"{source} command refused ({self._refusals} so far): {reason}")
 
     def _on_select(self, message: String) -> None:
         self._select(message.data)
@@ -163,7 +186,8 @@ class ArmBridgeNode(Node):
             self.get_logger().warning("; ".join(result.reasons), throttle_duration_sec=1.0)
         self._last_reasons = result.reasons
         status = {"source": self.source, "estop": self.safety.estopped, "active": self.safety.active,
-                  "held": result.held, "clipped": result.clipped, "reasons": list(result.reasons)}
+                  "held": result.held, "clipped": result.clipped, "reasons": list(result.reasons),
+                  "refused": self._refused, "refusals": self._refusals}
         if status != self._last_status:
             self._status.publish(String(data=json.dumps(status)))
             self._last_status = status
