@@ -226,3 +226,26 @@ def test_recorder_with_a_tick_reference_and_an_empty_episode(tmp_path):
             recorder.on_sample("rear", 0)
     assert report.frames == 5 and report.dropped == 0
     assert DatasetReader(tmp_path).episode(0).states[:, 0].tolist() == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.faults
+def test_a_camera_gap_is_in_the_episode_metadata_and_other_streams_are_unaffected(tmp_path):
+    """The wrist camera is silent for 1 s mid-episode and again for the last 0.7 s: both gaps are in
+    the metadata; the front camera and the joint state have none."""
+    with DatasetWriter(tmp_path, SPEC, codec="h264") as writer:
+        recorder = Recorder(writer, tolerance_ns=6 * MS)
+        recorder.start_episode("pick")
+        count = 90  # 3 s at 30 Hz
+        silent = set(range(30, 60)) | set(range(70, 90))
+        for i in range(count):
+            t = i * PERIOD_NS
+            recorder.on_sample("joint_state", t, np.array([i, i], np.float32))
+            recorder.on_sample("front", t, gray((32, 32), i))
+            if i not in silent:
+                recorder.on_sample("wrist", t, gray((16, 16), i))
+        recorder.stop_episode(success=True)
+    gaps = DatasetReader(tmp_path).episode(0).metadata["sync"]["gaps"]
+    assert list(gaps) == ["wrist"]
+    assert [(g["start_ns"], g["end_ns"]) for g in gaps["wrist"]] == [(29 * PERIOD_NS, 60 * PERIOD_NS),
+                                                                     (69 * PERIOD_NS, 89 * PERIOD_NS)]
+    assert gaps["wrist"][0]["seconds"] == pytest.approx(31 * PERIOD_NS / 1e9, abs=1e-3)

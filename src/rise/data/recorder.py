@@ -15,9 +15,12 @@ and a joint state within tolerance) becomes one dataset frame; its action is the
 answered it: the first command stamped within one period after the frame (else the latest
 earlier one; the state itself before the first command). Frames wait for that decision. Sync counts
 (matched, dropped, late, per stream) are stored in the episode's ``rise_metadata`` under
-``"sync"``. Samples outside an episode are ignored. The dataset's ``timestamp`` column is
-``frame_index / fps`` (LeRobot's contract with the videos); the real capture stamps are kept in
-the ``*.capture_ns`` columns, so a dropped reference sample shows there as a gap.
+``"sync"``, with ``"gaps"``: per camera / joint-state stream, every stretch longer than ``gap_ns``
+(default 0.5 s) without a sample (an unplugged camera, a stalled driver), still open at the end
+or not: ``{"front": [{"start_ns", "end_ns", "seconds"}]}``. Samples outside an episode are
+ignored. The dataset's ``timestamp`` column is ``frame_index / fps`` (LeRobot's contract with the
+videos); the real capture stamps are kept in the ``*.capture_ns`` columns, so a dropped reference
+sample shows there as a gap.
 
 No threads and no ROS: callers serialise calls (one thread, or a lock around every call).
 """
@@ -36,6 +39,7 @@ from rise.data.writer import DatasetWriteError, DatasetWriter
 
 STATE_STREAM = "joint_state"
 COMMAND_STREAM = "command"
+DEFAULT_GAP_NS = 500_000_000  # a stream silent for longer than this is a gap in the episode's metadata
 _MAX_COMMANDS = 1024  # command history kept for look-ups (newest win)
 
 
@@ -69,7 +73,8 @@ class Recorder:
 
     def __init__(self, writer: DatasetWriter, *, tolerance_ns: int, reference: str | None = None,
                  max_wait_ns: int = DEFAULT_MAX_WAIT_NS, max_buffer: int = 32,
-                 state_stream: str = STATE_STREAM, command_stream: str = COMMAND_STREAM):
+                 state_stream: str = STATE_STREAM, command_stream: str = COMMAND_STREAM,
+                 gap_ns: int = DEFAULT_GAP_NS):
         self._writer = writer
         self._cameras = writer.spec.camera_names
         self._state_stream = state_stream
@@ -92,6 +97,9 @@ class Recorder:
         self._first_ns: int | None = None
         self._last_ns: int | None = None
         self._active = False
+        self._gap_ns = int(gap_ns)
+        self._last_seen: dict[str, int] = {}  # stream -> newest stamp in this episode
+        self._gaps: dict[str, list[tuple[int, int]]] = {}
 
     @property
     def writer(self) -> DatasetWriter:
@@ -118,6 +126,7 @@ class Recorder:
         self._newest_ns = -1
         self._frames = 0
         self._first_ns = self._last_ns = None
+        self._last_seen, self._gaps = {}, {}
         self._active = True
 
     def on_sample(self, stream: str, stamp_ns: int, payload: Any = None) -> int:
@@ -130,6 +139,7 @@ class Recorder:
         if stream == self._command_stream:
             self._add_command(int(stamp_ns), payload)
             return self._write([])
+        self._note_arrival(stream, int(stamp_ns))
         return self._write(self._sync.push(stream, stamp_ns, payload))
 
     def stop_episode(self, success: bool, metadata: Mapping[str, Any] | None = None) -> EpisodeReport:
@@ -146,7 +156,7 @@ class Recorder:
             raise EmptyEpisodeError(f"no frame matched in the episode ({counters.dropped} dropped, "
                                     f"{counters.late} late); it was discarded")
         sync_info = {**counters.as_dict(), "reference": self._sync.reference,
-                     "tolerance_ns": self._sync.tolerance_ns}
+                     "tolerance_ns": self._sync.tolerance_ns, "gaps": self.gaps()}
         try:
             index = self._writer.end_episode(success, {**(metadata or {}), "sync": sync_info})
         finally:
@@ -156,6 +166,18 @@ class Recorder:
             duration_s=(self._last_ns - self._first_ns) / 1e9,
             dropped_by_stream=counters.dropped_by_stream, late_by_stream=counters.late_by_stream,
         )
+
+    def gaps(self) -> dict[str, list[dict[str, float]]]:
+        """Silences longer than ``gap_ns`` per stream in this episode, including one still open."""
+        report = {}
+        for stream, last in self._last_seen.items():
+            gaps = list(self._gaps.get(stream, []))
+            if self._newest_ns - last > self._gap_ns:
+                gaps.append((last, self._newest_ns))
+            if gaps:
+                report[stream] = [{"start_ns": a, "end_ns": b, "seconds": round((b - a) / 1e9, 3)}
+                                  for a, b in gaps]
+        return report
 
     def discard_episode(self) -> None:
         """Drop the episode being recorded (does nothing when none is)."""
@@ -168,6 +190,13 @@ class Recorder:
     def _require_active(self) -> None:
         if not self._active:
             raise RuntimeError("no episode is being recorded; call start_episode first")
+
+    def _note_arrival(self, stream: str, stamp_ns: int) -> None:
+        last = self._last_seen.get(stream)
+        if last is not None and stamp_ns - last > self._gap_ns:
+            self._gaps.setdefault(stream, []).append((last, stamp_ns))
+        if last is None or stamp_ns > last:
+            self._last_seen[stream] = stamp_ns
 
     def _add_command(self, stamp_ns: int, action: Any) -> None:
         at = bisect.bisect_right(self._command_stamps, stamp_ns)

@@ -170,7 +170,7 @@ class CameraNode(Node):
                 self._info.header.stamp = stamp
                 self._infos.publish(self._info)
             except Exception:
-                if self._stop.is_set() or not rclpy.ok(self.context):
+                if self._stop.is_set() or not rclpy.ok(context=self.context):
                     return  # shutting down: the context went away under us
                 raise
             self._published += 1

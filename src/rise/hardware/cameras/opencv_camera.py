@@ -5,7 +5,9 @@
 - ``/dev/video0`` or any path under ``/dev`` (prefer the stable ``/dev/v4l/by-id/...`` links: a
   replugged camera may come back as another ``/dev/videoN``): a V4L2 device;
 - ``"0"``, ``"1"``, ...: a V4L2 device by index;
-- anything else: a video file, played in a loop at ``config.fps``.
+- anything else: a video file, played in a loop at ``config.fps``. A file that is moved away
+  behaves like an unplugged camera (reads fail, the driver reopens it once it is back), which
+  is how the fault tests unplug a camera.
 
 For devices the pixel format (``config.fourcc``), size and frame rate are requested; what the
 device actually gave is checked, reported in ``status().warnings`` when it differs, and frames
@@ -132,6 +134,8 @@ class OpenCVCamera(ThreadedCamera):
         capture = self._capture
         if capture is None or not capture.isOpened():
             raise CameraError("device is closed (isOpened() is false)")
+        if not self._is_device and not os.path.exists(self._source):
+            raise CameraError(f"video file {self._source} is gone")
         ok, image = capture.read()
         capture_ns = time.time_ns()
         if (not ok or image is None) and not self._is_device:  # end of the file: loop
