@@ -3,6 +3,7 @@ refused checkpoints that leave the commands flowing, rollback and enable service
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -29,27 +30,18 @@ NAMES = list(ROBOT.arm.joint_names)
 RATE_HZ = 30.0
 
 
-@pytest.fixture
-def policy_node(ros_node, tmp_path):
+@contextlib.contextmanager
+def running_policy_node(ros_node, tmp_path, experiment_extra: str = ""):
     """PolicyNode on its own executor thread (as in its own process), started with checkpoint A;
     the test node publishes camera frames and joint states at 15 Hz. Yields (node, executor,
-    checkpoint root, sha256 of A, received commands, received statuses)."""
+    checkpoint root, sha256 of A, received commands, received statuses). ``experiment_extra``:
+    more lines of the experiment YAML."""
     node, executor = ros_node
     root = tmp_path / "checkpoints"
     sha_a = save_policy(root / "policy" / "a", seed=0)
     experiment = tmp_path / "experiment.yaml"
-    experiment.write_text(f"name: t\ncheckpoint_dir: {root}\ndata_dir: {tmp_path}\noutput_dir: {tmp_path}\n")
-    policy = PolicyNode(context=node.context, parameter_overrides=[
-        Parameter("experiment_config", value=str(experiment)),
-        Parameter("checkpoint", value=str(root / "policy" / "a")),
-        Parameter("flow_steps", value=2),
-        Parameter("control_rate_hz", value=RATE_HZ),
-    ])
-    policy_executor = SingleThreadedExecutor(context=node.context)
-    policy_executor.add_node(policy)
-    thread = threading.Thread(target=policy_executor.spin, daemon=True)
-    thread.start()
-
+    experiment.write_text(f"name: t\ncheckpoint_dir: {root}\ndata_dir: {tmp_path}\noutput_dir: {tmp_path}\n"
+                          + experiment_extra)
     cameras = {c: node.create_publisher(Image, f"/cameras/{c}/image_raw", SENSOR) for c in ROBOT.camera_names}
     joints = node.create_publisher(JointState, "/joint_states", STATE)
     rng = np.random.default_rng(0)
@@ -67,12 +59,31 @@ def policy_node(ros_node, tmp_path):
                              lambda m: commands.append((time.monotonic(), m)), COMMAND)
     node.create_subscription(String, "/rise/policy/status", lambda m: statuses.append(json.loads(m.data)),
                              LATCHED)
-    spin_until(executor, lambda: statuses and statuses[-1]["active_sha256"] == sha_a, 20,
-               "the initial checkpoint to be live")
-    yield node, executor, root, sha_a, commands, statuses
-    policy_executor.shutdown()
-    thread.join(10)
-    policy.destroy_node()
+    policy = PolicyNode(context=node.context, parameter_overrides=[
+        Parameter("experiment_config", value=str(experiment)),
+        Parameter("checkpoint", value=str(root / "policy" / "a")),
+        Parameter("flow_steps", value=2),
+        Parameter("control_rate_hz", value=RATE_HZ),
+    ])
+    policy_executor = SingleThreadedExecutor(context=node.context)
+    policy_executor.add_node(policy)
+    thread = threading.Thread(target=policy_executor.spin, daemon=True)
+    thread.start()
+    try:
+        spin_until(executor, lambda: statuses and statuses[-1]["active_sha256"] == sha_a, 20,
+                   "the initial checkpoint to be live")
+        yield node, executor, root, sha_a, commands, statuses
+    finally:
+        policy_executor.shutdown()
+        thread.join(10)
+        policy.destroy_node()
+
+
+@pytest.fixture
+def policy_node(ros_node, tmp_path):
+    """:func:`running_policy_node` with the default experiment."""
+    with running_policy_node(ros_node, tmp_path) as running:
+        yield running
 
 
 def spin_for(executor, seconds: float) -> None:

@@ -16,7 +16,7 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from rise.imagination.world_model_env import ImaginationEnv, WorldModel
-from rise.models.checkpoint import verify
+from rise.models.checkpoint import file_sha256, verify
 from rise.models.episodes import load_episodes
 from rise.models.fit_dynamics import DynamicsTrainConfig, latest_checkpoint, load_dynamics, train_dynamics
 from rise.models.fit_value import ValueFitConfig, fit_value, load_value
@@ -211,7 +211,8 @@ def test_world_model_node_announces_imagines_and_refuses_bad_checkpoints(dataset
     shutil.copytree(good, bad)
     weights = bad / "diffusion_pytorch_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-16] + b"\0" * 16)
-    (root / "dynamics" / "latest.json").write_text(json.dumps({"folder": bad.name, "step": 9}))
+    pointer = {"folder": bad.name, "step": 9, "sha256": file_sha256(bad / "manifest.json")}
+    (root / "dynamics" / "latest.json").write_text(json.dumps(pointer))
     answer = call_service(node, executor, Trigger, "/rise/world_model/reload", Trigger.Request(), 60)
     assert not answer.success and "sha256 mismatch" in answer.message
     assert call_service(node, executor, Trigger, "/rise/world_model/imagine", Trigger.Request(), 60).success

@@ -317,9 +317,10 @@ class DynamicsModel(ModelMixin, ConfigMixin):
         if not Path(path).is_dir():
             raise FileNotFoundError(f"no dynamics checkpoint folder at {path}")
         if not config:
-            return cls.from_pretrained(path, local_files_only=True)
+            return cls.from_pretrained(path, local_files_only=True, use_safetensors=True)
         return cls.from_pretrained(
-            path, local_files_only=True, ignore_mismatched_sizes=True, low_cpu_mem_usage=False, **config
+            path, local_files_only=True, use_safetensors=True, ignore_mismatched_sizes=True,
+            low_cpu_mem_usage=False, **config,
         )
 
     def _patchify(self, frames: torch.Tensor) -> torch.Tensor:

@@ -25,13 +25,22 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from rise.models.checkpoint import load_optimizer, save_json, save_optimizer, verify, write_manifest
+from rise.models.checkpoint import (
+    DEFAULT_MAX_BYTES,
+    CheckpointError,
+    load_optimizer,
+    read_checkpoint,
+    save_json,
+    save_optimizer,
+    write_manifest,
+)
 from rise.models.distributed import Distributed, LossLog
 from rise.models.dynamics import DynamicsModel, named_config
 from rise.models.episodes import GroupedBatchSampler, NormStats, WindowDataset, load_episodes
 from rise.models.flow_matching import training_step
 
 LATEST = "latest.json"
+WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"  # diffusers' name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,18 +83,45 @@ def split_episodes(episodes, held_out_every: int):
     return train, held
 
 
-def latest_checkpoint(output: Path) -> Path | None:
+def latest_pointer(output: Path) -> tuple[Path, str | None] | None:
+    """(folder, its manifest's sha256 as written, or None) from ``output/latest.json``; None when
+    there is none. Raises :class:`CheckpointError` on an unreadable pointer or a folder that is not a
+    plain name (``../x``, an absolute path)."""
     pointer = Path(output) / LATEST
     if not pointer.is_file():
         return None
-    return Path(output) / json.loads(pointer.read_text())["folder"]
+    try:
+        data = json.loads(pointer.read_text())
+        name, sha256 = data["folder"], data.get("sha256")
+        if not isinstance(name, str) or not isinstance(sha256, str | None):
+            raise TypeError("'folder' and 'sha256' must be strings")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise CheckpointError(f"{pointer}: unreadable ({type(error).__name__}: {error})") from None
+    if name in ("", ".", "..") or any(c in name for c in "/\\\0"):
+        raise CheckpointError(f"{pointer}: folder {name!r} is not a plain folder name (refused)")
+    return Path(output) / name, sha256
 
 
-def load_dynamics(folder: Path, expected_sha256: str | None = None, root: Path | None = None):
-    """(model, action NormStats, manifest) from a verified checkpoint folder."""
-    manifest = verify(folder, expected_sha256=expected_sha256, root=root, kind="dynamics")
-    model = DynamicsModel.from_pretrained(str(folder), local_files_only=True)
-    return model.eval(), NormStats.load(Path(folder) / "normalization.json"), manifest
+def latest_checkpoint(output: Path) -> Path | None:
+    found = latest_pointer(output)
+    return found[0] if found is not None else None
+
+
+def load_dynamics(folder: Path, expected_sha256: str | None = None, root: Path | None = None,
+                  max_bytes: int = DEFAULT_MAX_BYTES):
+    """(model, action NormStats, manifest) from a verified checkpoint folder, built from the bytes
+    that were verified (nothing is read twice, nothing unpickled)."""
+    keep = ("config.json", WEIGHTS_FILE, "normalization.json")
+    checkpoint = read_checkpoint(folder, expected_sha256=expected_sha256, root=root, kind="dynamics",
+                                 max_bytes=max_bytes, keep=keep)
+    try:
+        model = DynamicsModel.from_config(checkpoint.json("config.json"))
+        model.load_state_dict(checkpoint.tensors(WEIGHTS_FILE))
+        stats = NormStats.from_dict(checkpoint.json("normalization.json"))
+    except (RuntimeError, TypeError, KeyError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{folder}: files do not fit together ({first})") from None
+    return model.eval(), stats, checkpoint.manifest
 
 
 def _save(model, optimizer, stats: NormStats, output: Path, step: int, metrics: dict, cfg) -> Path:

@@ -24,11 +24,18 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from rise.models.checkpoint import load_json, save_json, verify, write_manifest
+from rise.models.checkpoint import (
+    DEFAULT_MAX_BYTES,
+    CheckpointError,
+    load_json,
+    read_checkpoint,
+    save_json,
+    write_manifest,
+)
 from rise.models.distributed import Distributed, LossLog
 from rise.models.episodes import EpisodeArrays, load_episodes, to_unit_range
 from rise.models.fit_dynamics import LATEST, latest_checkpoint, split_episodes
-from rise.models.value import ValueModel, value_config
+from rise.models.value import BACKBONE_FILE, CONFIG_FILE, WEIGHTS_FILE, ValueModel, value_config
 from rise.models.value_training import (
     ValueTrainer,
     ValueTrainingConfig,
@@ -94,10 +101,16 @@ class ValueFrames:
         }
 
 
-def load_value(folder: Path, expected_sha256: str | None = None, root: Path | None = None):
-    """(model, manifest) from a verified value checkpoint folder."""
-    manifest = verify(folder, expected_sha256=expected_sha256, root=root, kind="value")
-    return ValueModel.load(folder).eval(), manifest
+def load_value(folder: Path, expected_sha256: str | None = None, root: Path | None = None,
+               max_bytes: int = DEFAULT_MAX_BYTES):
+    """(model, manifest) from a verified value checkpoint folder, built from the verified bytes."""
+    checkpoint = read_checkpoint(folder, expected_sha256=expected_sha256, root=root, kind="value",
+                                 max_bytes=max_bytes, keep=(CONFIG_FILE, BACKBONE_FILE, WEIGHTS_FILE))
+    try:
+        model = ValueModel.load(checkpoint)
+    except RuntimeError as error:
+        raise CheckpointError(f"{folder}: files do not fit together ({str(error).strip()[:200]})") from None
+    return model.eval(), checkpoint.manifest
 
 
 def fit_value(cfg: ValueFitConfig, progress: bool = True) -> Path:

@@ -33,10 +33,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from rise.config.schema import FieldError, did_you_mean, from_mapping, setting
+from rise.models.checkpoint import Checkpoint
 
 CONFIG_FILE = "config.json"
 BACKBONE_FILE = "backbone.json"  # the backbone's full transformers config (exact rebuild on load)
@@ -147,7 +148,8 @@ def _build_backbone(config: ValueConfig, load_pretrained: bool, saved: dict | No
     if saved is not None:
         return cls(config_cls.from_dict(saved), **kwargs)
     if load_pretrained and config.pretrained_path is not None:
-        model = cls.from_pretrained(config.pretrained_path, local_files_only=True, **kwargs)
+        model = cls.from_pretrained(config.pretrained_path, local_files_only=True, use_safetensors=True,
+                                    **kwargs)
         got = model.config
         names = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                  "image_size", "patch_size")
@@ -253,14 +255,13 @@ class ValueModel(nn.Module):
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path, map_location: str | torch.device = "cpu") -> ValueModel:
-        """Rebuild a model saved with :meth:`save` (the pretrained path is not read again)."""
-        folder = Path(folder)
-        config_path = folder / CONFIG_FILE
-        config = from_mapping(ValueConfig, json.loads(config_path.read_text(encoding="utf-8")),
-                              source=str(config_path))
-        backbone_path = folder / BACKBONE_FILE
-        backbone = json.loads(backbone_path.read_text(encoding="utf-8")) if backbone_path.exists() else None
+    def load(cls, folder: str | Path | Checkpoint, map_location: str | torch.device = "cpu") -> ValueModel:
+        """Rebuild a model saved with :meth:`save` (the pretrained path is not read again), from a
+        folder or from the verified bytes of :func:`~rise.models.checkpoint.read_checkpoint`."""
+        source = folder if isinstance(folder, Checkpoint) else Checkpoint(Path(folder))
+        config_path = str(Path(source.folder) / CONFIG_FILE)
+        config = from_mapping(ValueConfig, source.json(CONFIG_FILE), source=config_path)
+        backbone = source.json(BACKBONE_FILE) if source.has(BACKBONE_FILE) else None
         model = cls(config, load_pretrained=False, backbone_config=backbone)
-        model.load_state_dict(load_file(str(folder / WEIGHTS_FILE), device=str(map_location)))
+        model.load_state_dict(source.tensors(WEIGHTS_FILE, device=map_location))
         return model.to(map_location)

@@ -9,11 +9,15 @@
   filter (deploy mode: ``source:=policy``). Nothing is published while disabled or before a policy
   has produced its first chunk.
 - ``/rise/policy/checkpoint`` (std_msgs/String, JSON ``{"path", "sha256", "iteration", "metrics"}``,
-  transient local): a new checkpoint. It is verified (sha256 manifest, inside the experiment's
-  ``checkpoint_dir``, safetensors/JSON only), loaded and dry-run in the background and goes live
-  between two control ticks; a bad one is refused with the reason, the running policy keeps going.
+  transient local): a new checkpoint (``path`` relative to the experiment's ``checkpoint_dir`` or
+  absolute). It is verified by :func:`rise.models.checkpoint.read_checkpoint` (the announced sha256
+  of its manifest, inside ``checkpoint_dir`` after resolving links, safetensors/JSON only, at most
+  the experiment's ``max_checkpoint_mb``), built from the bytes that were hashed, dry-run in the
+  background and goes live between two control ticks; a bad one is refused with the file and the
+  reason (log and status), the running policy keeps going.
 - At start it loads ``checkpoint``, or the newest policy under ``<checkpoint_dir>/policy``, or the
-  warm-up policy under ``<checkpoint_dir>/policy_warmup``.
+  warm-up policy under ``<checkpoint_dir>/policy_warmup`` (as named by their ``latest.json``:
+  inside the root, with the sha256 written there).
 - ``/rise/policy/rollback`` (std_srvs/Trigger): back to the policy live before the last swap.
 - ``/rise/policy/enable`` (std_srvs/SetBool): start or stop publishing commands.
 - ``/rise/policy/status`` (std_msgs/String, JSON, latched, on changes and at 1 Hz): active and
@@ -38,7 +42,7 @@ from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from rise.models.fit_dynamics import latest_checkpoint
+from rise.models.fit_dynamics import latest_pointer
 from rise.nodes.node_main import run_node
 from rise.nodes.parameters import declare, declare_configs
 from rise.nodes.qos import COMMAND, LATCHED, SENSOR, STATE
@@ -78,7 +82,8 @@ class PolicyNode(Node):
         self._last_status_s = 0.0
         self.runtime = PolicyRuntime(action_dim=len(self.names), cameras=self.robot.camera_names,
                                      period_s=self._period_s, steps=steps, replan_every=replan or None,
-                                     on_event=self._on_runtime_event).start()
+                                     on_event=self._on_runtime_event,
+                                     max_checkpoint_bytes=experiment.max_checkpoint_bytes).start()
         self.runtime.set_enabled(enabled)
         self._command = self.create_publisher(JointTrajectory, "/rise/policy/command", COMMAND)
         self._status = self.create_publisher(String, "/rise/policy/status", LATCHED)
@@ -89,24 +94,25 @@ class PolicyNode(Node):
         self.create_subscription(String, "/rise/policy/checkpoint", self._on_checkpoint, LATCHED)
         self.create_service(Trigger, "/rise/policy/rollback", self._on_rollback)
         self.create_service(SetBool, "/rise/policy/enable", self._on_enable)
-        checkpoint = checkpoint or self._newest_policy()
         if checkpoint:
-            self.runtime.load_candidate(checkpoint)
+            self.runtime.load_candidate(checkpoint)  # the operator's choice: not limited to the root
+        elif newest := self._newest_policy():
+            self.runtime.load_candidate(newest[0], expected_sha256=newest[1], root=self._root)
         self.create_timer(self._period_s, self._tick)
         self.get_logger().info(f"policy: {rate:g} Hz on /rise/policy/command, cameras "
                                f"{list(self.robot.camera_names)}, checkpoint root {self._root}, "
                                f"{'enabled' if enabled else 'disabled'}")
 
-    def _newest_policy(self) -> str:
+    def _newest_policy(self) -> tuple[Path, str | None] | None:
         for run in ("policy", "policy_warmup"):
             try:
-                folder = latest_checkpoint(self._root / run)
-            except (OSError, ValueError, KeyError, TypeError) as error:
-                self.get_logger().error(f"{self._root / run}/latest.json unreadable: {error}")
+                found = latest_pointer(self._root / run)
+            except ValueError as error:  # CheckpointError: the file and the reason
+                self.get_logger().error(str(error))
                 continue
-            if folder is not None:
-                return str(folder)
-        return ""
+            if found is not None:
+                return found
+        return None
 
     # -- inputs -----------------------------------------------------------------------------
     def _on_image(self, camera: str, message: Image) -> None:
@@ -133,9 +139,13 @@ class PolicyNode(Node):
     def _on_checkpoint(self, message: String) -> None:
         try:
             announcement = json.loads(message.data)
-            path, sha256 = Path(announcement["path"]), str(announcement["sha256"])
+            path, sha256 = announcement["path"], announcement["sha256"]
+            if not (isinstance(path, str) and path and isinstance(sha256, str) and len(sha256) == 64):
+                raise TypeError("'path' must be a non-empty string, 'sha256' 64 hex digits")
+            path = Path(path)
         except (ValueError, KeyError, TypeError) as error:
-            self._refuse(f"announcement refused: expected JSON with 'path' and 'sha256' ({error!r})")
+            self._refuse(f"announcement refused: expected JSON with 'path' and 'sha256' ({error!r}): "
+                         f"{message.data[:200]!r}")
             return
         if self.runtime.active is not None and self.runtime.active.sha256 == sha256:
             return  # already live (a latched announcement heard again)

@@ -2,7 +2,10 @@
 
 - Subscribes ``/rise/world_model/checkpoint`` (std_msgs/String JSON, transient local, from the
   world-model node): the dynamics and value checkpoints to practise in. Each one is verified
-  (sha256 of the announced manifest, inside the checkpoint root) before it is used.
+  (:func:`rise.models.checkpoint.verify`: the announced sha256 of its manifest, inside the
+  checkpoint root, safetensors/JSON only, at most ``max_checkpoint_mb``) when announced, and the
+  loop loads it checking the announced sha256 again (built from the bytes that were hashed). A bad
+  announcement is refused with the file and the reason; a running loop keeps its world model.
 - Runs :func:`rise.policy.improve.improve` on a worker thread (never in a callback), starting from
   the warm-up policy (parameter ``warmup``, default the latest under ``<checkpoint_dir>/policy_warmup``)
   and resuming its run folder ``<checkpoint_dir>/policy``.
@@ -36,11 +39,14 @@ from rise.policy.improve import ImproveConfig, improve
 
 
 class TrainerNode(Node):
-    def __init__(self):
-        super().__init__("trainer")
+    """``node_kwargs`` go to rclpy's Node (tests pass a context and parameter overrides)."""
+
+    def __init__(self, **node_kwargs):
+        super().__init__("trainer", **node_kwargs)
         self.robot, experiment = declare_configs(self)
         self._root = Path(experiment.checkpoint_dir)
         self._experiment = experiment
+        self._max_bytes = experiment.max_checkpoint_bytes
         get = lambda name, default, text: declare(self, name, default, text)  # noqa: E731
         self._settings = {
             "datasets": get("datasets", [str(Path(experiment.data_dir) / experiment.task)],
@@ -77,11 +83,16 @@ class TrainerNode(Node):
             announcement = json.loads(message.data)
             for part in ("dynamics", "value"):
                 entry = announcement[part]
-                verify(entry["path"], expected_sha256=entry["sha256"], root=self._root, kind=part)
-        except (ValueError, KeyError, TypeError, CheckpointError) as error:
-            self.get_logger().error(f"world-model announcement refused: {error}")
+                if not isinstance(entry["path"], str) or not isinstance(entry["sha256"], str):
+                    raise TypeError(f"{part}: 'path' and 'sha256' must be strings")
+                verify(entry["path"], expected_sha256=entry["sha256"], root=self._root, kind=part,
+                       max_bytes=self._max_bytes)
+        except (ValueError, KeyError, TypeError) as error:  # CheckpointError names the file and reason
+            reason = error if isinstance(error, CheckpointError) else (
+                f"expected JSON with dynamics and value {{path, sha256}} ({error!r}): {message.data[:200]!r}")
+            self.get_logger().error(f"world-model announcement refused: {reason}")
             with self._lock:
-                self._state["error"] = f"world model refused: {error}"
+                self._state["error"] = f"world model refused: {reason}"
             return
         with self._lock:
             self._world_model = announcement
@@ -101,7 +112,10 @@ class TrainerNode(Node):
                 return True, "resumed" if was_paused else "already running"
             if self._world_model is None and self._settings["world_model"] == "learned":
                 return False, "no world model announced yet on /rise/world_model/checkpoint"
-            warm = self._settings["warmup"] or latest_checkpoint(self._root / "policy_warmup")
+            try:
+                warm = self._settings["warmup"] or latest_checkpoint(self._root / "policy_warmup")
+            except ValueError as error:  # CheckpointError: an unreadable latest.json
+                return False, f"cannot start: {error}"
             if not warm:
                 return False, f"no warm-up policy under {self._root / 'policy_warmup'} (rise warmup)"
             world = self._world_model or {}
@@ -111,6 +125,8 @@ class TrainerNode(Node):
                 cfg = ImproveConfig(
                     datasets=tuple(s["datasets"]), output=s["output"], warmup=str(warm), value=value,
                     dynamics=world.get("dynamics", {}).get("path"), world_model=s["world_model"],
+                    value_sha256=world.get("value", {}).get("sha256"),
+                    dynamics_sha256=world.get("dynamics", {}).get("sha256"),
                     task=self._experiment.task, robot=self._experiment.robot, iterations=s["iterations"],
                     rollouts_per_iteration=s["rollouts"], steps_per_iteration=s["steps_per_iteration"],
                     batch_size=s["batch_size"], offline_ratio=s["offline_ratio"],

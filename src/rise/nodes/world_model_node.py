@@ -1,8 +1,12 @@
 """World-model node: serves the dynamics + value models, announces checkpoints, imagines previews.
 
-- Loads the latest checkpoints under ``<checkpoint_dir>/dynamics`` and ``<checkpoint_dir>/value``
-  (verified: sha256 manifest, inside the checkpoint root, safetensors/JSON only). A checkpoint
-  that fails verification is refused with an error and the loaded one stays in use.
+- Loads the latest checkpoints under ``<checkpoint_dir>/dynamics`` and ``<checkpoint_dir>/value``,
+  as their ``latest.json`` names them (``{"folder", "sha256"}``, written by training), through
+  :func:`rise.models.checkpoint.read_checkpoint`: the sha256 of the manifest must match the one in
+  ``latest.json``, the folder must lie inside the checkpoint root after resolving links, hold only
+  safetensors/JSON and at most the experiment's ``max_checkpoint_mb``; the models are built from the
+  bytes that were hashed. A checkpoint that fails is refused with the file and the reason (log and
+  the reload answer) and the loaded world model stays in use.
 - ``/rise/world_model/checkpoint`` (std_msgs/String, JSON, transient local): each loaded world
   model: ``{"dynamics": {"path", "sha256", "step", "metrics"}, "value": {...}}``.
 - ``/rise/world_model/reload`` (std_srvs/Trigger): load the newest checkpoints now.
@@ -30,7 +34,7 @@ from rise.imagination.world_model_env import ImaginationEnv, WorldModel
 from rise.models.checkpoint import CheckpointError
 from rise.models.episodes import load_episodes
 from rise.models.evaluate import write_side_by_side
-from rise.models.fit_dynamics import latest_checkpoint, load_dynamics
+from rise.models.fit_dynamics import latest_pointer, load_dynamics
 from rise.models.fit_value import load_value
 from rise.nodes.node_main import run_node
 from rise.nodes.parameters import declare, declare_configs
@@ -38,10 +42,13 @@ from rise.nodes.qos import LATCHED
 
 
 class WorldModelNode(Node):
-    def __init__(self):
-        super().__init__("world_model")
+    """``node_kwargs`` go to rclpy's Node (tests pass a context and parameter overrides)."""
+
+    def __init__(self, **node_kwargs):
+        super().__init__("world_model", **node_kwargs)
         self.robot, experiment = declare_configs(self)
         self._root = Path(experiment.checkpoint_dir)
+        self._max_bytes = experiment.max_checkpoint_bytes
         self._output = Path(experiment.output_dir) / "imagine"
         self._default_dataset = str(Path(experiment.data_dir) / experiment.task)
         self._sampling_steps = declare(self, "sampling_steps", 10, "ODE steps per imagined chunk")
@@ -60,16 +67,19 @@ class WorldModelNode(Node):
 
     def reload(self) -> tuple[bool, str]:
         """Load the newest verified checkpoints; on any refusal keep what is loaded."""
-        dynamics_folder = latest_checkpoint(self._root / "dynamics")
-        if dynamics_folder is None:
-            return False, f"no dynamics checkpoint under {self._root / 'dynamics'} yet (rise train-dynamics)"
         try:
-            dynamics, stats, dynamics_manifest = load_dynamics(dynamics_folder, root=self._root)
+            dynamics_latest = self._latest("dynamics")
+            if dynamics_latest is None:
+                return False, (f"no dynamics checkpoint under {self._root / 'dynamics'} yet "
+                               "(rise train-dynamics)")
+            dynamics, stats, dynamics_manifest = load_dynamics(*dynamics_latest, root=self._root,
+                                                               max_bytes=self._max_bytes)
             value, value_manifest = None, None
-            value_folder = latest_checkpoint(self._root / "value")
-            if value_folder is not None:
-                value, value_manifest = load_value(value_folder, root=self._root)
-        except (CheckpointError, OSError, ValueError) as error:
+            if (value_latest := self._latest("value")) is not None:
+                value, value_manifest = load_value(*value_latest, root=self._root, max_bytes=self._max_bytes)
+        except Exception as error:  # whatever fails refuses the checkpoint, never the loaded model
+            if not isinstance(error, ValueError | OSError):  # CheckpointError names the file itself
+                error = repr(error)
             self.get_logger().error(f"checkpoint refused, keeping the loaded world model: {error}")
             return False, f"refused: {error}"
         self.world_model = WorldModel(dynamics, stats, value, sampling_steps=self._sampling_steps)
@@ -79,6 +89,13 @@ class WorldModelNode(Node):
         self._announce.publish(String(data=json.dumps(self._announcement)))
         return True, f"world model loaded: dynamics step {dynamics_manifest.step}" + (
             f", value step {value_manifest.step}" if value_manifest else ", no value model")
+
+    def _latest(self, kind: str) -> tuple[Path, str] | None:
+        """(folder, sha256) named by ``<root>/<kind>/latest.json``; a pointer without a sha256 is refused."""
+        found = latest_pointer(self._root / kind)
+        if found is not None and not found[1]:
+            raise CheckpointError(f"{self._root / kind / 'latest.json'}: no sha256 of the manifest (refused)")
+        return found
 
     def _on_reload(self, _request, response):
         response.success, response.message = self.reload()

@@ -77,6 +77,8 @@ class ImproveConfig:
     seed: int = 0
     rollout_workers: int = 1  # processes (or Ray actors) the rollouts are spread over; 1: this process
     ray_address: str | None = None  # rollout workers as Ray actors: "local" or a cluster address
+    value_sha256: str | None = None  # the announced sha256 of the value manifest (None: not checked)
+    dynamics_sha256: str | None = None  # the announced sha256 of the dynamics manifest (None: not checked)
 
     def __post_init__(self):
         if self.world_model not in WORLD_MODELS:
@@ -102,11 +104,11 @@ def make_environment(cfg: ImproveConfig, episodes, cameras, joint_names, control
         return ExpertStart(SimEnv(cfg.task))
     from rise.imagination.world_model_env import ImaginationEnv, WorldModel
 
-    dynamics, stats, _ = load_dynamics(Path(cfg.dynamics))
+    dynamics, stats, _ = load_dynamics(Path(cfg.dynamics), expected_sha256=cfg.dynamics_sha256)
     if int(dynamics.config.horizon) != horizon:
         raise ValueError(f"dynamics: {cfg.dynamics} imagines {dynamics.config.horizon} steps per chunk, the "
                          f"policy proposes {horizon}; train them with the same horizon")
-    value, _ = load_value(Path(cfg.value))
+    value, _ = load_value(Path(cfg.value), expected_sha256=cfg.value_sha256)
     world_model = WorldModel(dynamics, stats, value, sampling_steps=cfg.world_model_sampling_steps)
     size = tuple(dynamics.config.image_size)
     if episodes[0].images.shape[2:4] != size:
@@ -141,7 +143,7 @@ def _build_world(cfg: ImproveConfig, files: dict, episodes, cameras, joint_names
         paths = {name: str(write_files(data, Path(tmp) / name)) for name, data in files.items() if data}
         cfg = dataclasses.replace(cfg, value=paths["value"], dynamics=paths.get("dynamics"))
         env = make_environment(cfg, episodes, cameras, joint_names, control_rate_hz, horizon)
-        value_model, _ = load_value(Path(cfg.value))
+        value_model, _ = load_value(Path(cfg.value), expected_sha256=cfg.value_sha256)
     return env, value_model
 
 
@@ -186,7 +188,7 @@ def improve(cfg: ImproveConfig, progress: bool = True, pause: threading.Event | 
     else:
         env = make_environment(cfg, episodes, policy.cameras, robot.arm.joint_names, robot.control_rate_hz,
                                policy.config.horizon)
-        value_model, _ = load_value(Path(cfg.value))
+        value_model, _ = load_value(Path(cfg.value), expected_sha256=cfg.value_sha256)
     folder = latest_checkpoint(output)
     start_iteration = int(learner.extra.get("iteration", 0))
     for iteration in range(start_iteration + 1, cfg.iterations + 1):

@@ -21,14 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from rise.models.checkpoint import (
-    load_json,
     load_optimizer,
+    read_checkpoint,
     save_json,
     save_optimizer,
-    verify,
     write_manifest,
 )
 from rise.models.fit_dynamics import LATEST, latest_checkpoint
@@ -111,17 +110,17 @@ class PolicyLearner:
 
     @classmethod
     def load(cls, folder: str | Path, learning_rate: float = 3e-4, root: Path | None = None) -> PolicyLearner:
-        """A learner from a verified checkpoint folder (weights, EMA, optimiser and counters)."""
-        folder = Path(folder)
-        verify(folder, root=root, kind="policy")
-        deployed = Policy.load(folder)
-        training = load_json(folder / TRAINING_FILE)
+        """A learner from a verified checkpoint folder (weights, EMA, optimiser and counters), built
+        from the bytes that were verified."""
+        checkpoint = read_checkpoint(folder, root=root, kind="policy")
+        deployed = Policy.load(checkpoint)
+        training = checkpoint.json(TRAINING_FILE)
         learner = cls(deployed, learning_rate, training.get("ema_decay"), int(training["step"]),
                       training.get("extra"))
         if learner.ema is not None:  # the saved policy weights are the EMA; the learner's are apart
             learner.ema.load_state_dict(deployed.model.state_dict())
-            deployed.model.load_state_dict(load_file(str(folder / LEARNER_FILE)))
-        load_optimizer(folder, learner.optimizer)
+            deployed.model.load_state_dict(checkpoint.tensors(LEARNER_FILE))
+        load_optimizer(checkpoint, learner.optimizer)
         for group in learner.optimizer.param_groups:
             group["lr"] = learning_rate
         return learner

@@ -119,7 +119,7 @@ def _build_vit(config: PolicyConfig, load_pretrained: bool, saved: dict | None =
                 config.image_size, config.patch_size)
     if load_pretrained and config.pretrained_path is not None:
         model = ViTModel.from_pretrained(config.pretrained_path, local_files_only=True,
-                                         add_pooling_layer=False)
+                                         add_pooling_layer=False, use_safetensors=True)
         found = tuple(getattr(model.config, n) for n in _VIT_SHAPE)
         if found != expected:
             raise ValueError(f"pretrained_path {config.pretrained_path} has {'/'.join(_VIT_SHAPE)} {found}, "

@@ -12,8 +12,9 @@ A policy folder holds::
 
 :meth:`Policy.load` reads those files only, refuses a folder holding any other kind of file (a
 ``.pt`` or ``.pkl`` is refused by name, never opened) and names the missing or bad file. It does not
-check the manifest's hashes: callers that receive a checkpoint from elsewhere run
-:func:`rise.models.checkpoint.verify` first.
+check the manifest's hashes: callers that receive a checkpoint from elsewhere load from
+:func:`rise.models.checkpoint.read_checkpoint` (``Policy.load(read_checkpoint(folder, ...))``), which
+verifies the files and hands over the very bytes it hashed.
 
 Example::
 
@@ -34,11 +35,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from rise.config.schema import ConfigError, from_mapping
-from rise.models.checkpoint import ALLOWED_SUFFIXES, CheckpointError, write_manifest
+from rise.models.checkpoint import ALLOWED_SUFFIXES, Checkpoint, CheckpointError, write_manifest
 from rise.models.episodes import NormStats
 from rise.models.value import preprocess_images
 from rise.policy.advantage import AdvantageBins
@@ -164,23 +164,26 @@ class Policy:
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path, map_location: str | torch.device = "cpu") -> Policy:
-        """Rebuild a policy saved with :meth:`save` (the pretrained path is not read again).
+    def load(cls, folder: str | Path | Checkpoint, map_location: str | torch.device = "cpu") -> Policy:
+        """Rebuild a policy saved with :meth:`save` (the pretrained path is not read again), from a
+        folder or from the verified bytes of :func:`~rise.models.checkpoint.read_checkpoint`.
 
         Raises :class:`~rise.models.checkpoint.CheckpointError` naming the file on a missing file,
         a file of another type, bad JSON or mismatched weights.
         """
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise CheckpointError(f"{folder}: not a policy folder")
-        for path in sorted(folder.iterdir()):
-            if not path.name.startswith(".") and path.suffix not in ALLOWED_SUFFIXES:
-                raise CheckpointError(f"{path}: refused: only .safetensors and .json files are loaded "
-                                      "(pickles are never opened)")
+        source = folder if isinstance(folder, Checkpoint) else Checkpoint(Path(folder))
+        folder = Path(source.folder)
+        if source.data is None:
+            if not folder.is_dir():
+                raise CheckpointError(f"{folder}: not a policy folder")
+            for path in sorted(folder.iterdir()):
+                if not path.name.startswith(".") and path.suffix not in ALLOWED_SUFFIXES:
+                    raise CheckpointError(f"{path}: refused: only .safetensors and .json files are loaded "
+                                          "(pickles are never opened)")
         for name in FILES:
-            if not (folder / name).is_file():
+            if not source.has(name):
                 raise CheckpointError(f"{folder / name}: missing (a policy folder holds {', '.join(FILES)})")
-        head = _read_json(folder / CONFIG_FILE)
+        head = source.json(CONFIG_FILE)
         if not isinstance(head, dict) or head.get("format") != FORMAT:
             got = head.get("format") if isinstance(head, dict) else None
             raise CheckpointError(f"{folder / CONFIG_FILE}: format {got!r}, expected {FORMAT!r}")
@@ -189,7 +192,7 @@ class Policy:
         except ConfigError as error:
             raise CheckpointError(str(error)) from None
         cameras = head.get("cameras")
-        norm = _read_json(folder / NORMALIZATION_FILE)
+        norm = source.json(NORMALIZATION_FILE)
         try:
             state_stats = NormStats.from_dict(norm["state"])
             action_stats = NormStats.from_dict(norm["action"])
@@ -197,15 +200,16 @@ class Policy:
             raise CheckpointError(f"{folder / NORMALIZATION_FILE}: expected state and action mean/std "
                                   f"({type(error).__name__}: {error})") from None
         try:
-            bins = AdvantageBins.from_dict(_read_json(folder / BINS_FILE))
+            bins = AdvantageBins.from_dict(source.json(BINS_FILE))
         except ValueError as error:
             if isinstance(error, CheckpointError):
                 raise
             raise CheckpointError(f"{folder / BINS_FILE}: invalid ({error})") from None
-        model = PolicyModel(config, load_pretrained=False, backbone_config=_read_json(folder / BACKBONE_FILE))
+        model = PolicyModel(config, load_pretrained=False, backbone_config=source.json(BACKBONE_FILE))
+        weights = source.tensors(WEIGHTS_FILE, device=map_location)
         try:
-            model.load_state_dict(load_file(str(folder / WEIGHTS_FILE), device=str(map_location)))
-        except (RuntimeError, SafetensorError, OSError) as error:
+            model.load_state_dict(weights)
+        except RuntimeError as error:
             first = str(error).strip().splitlines()[0]
             raise CheckpointError(f"{folder / WEIGHTS_FILE}: does not fit config.json ({first})") from None
         try:
@@ -213,11 +217,3 @@ class Policy:
                        tuple(cameras) if cameras is not None else None)
         except ValueError as error:
             raise CheckpointError(f"{folder}: inconsistent files ({error})") from None
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise CheckpointError(f"{path}: not readable JSON ({error})") from None
-

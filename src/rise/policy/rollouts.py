@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rise.models.checkpoint import verify
+from rise.models.checkpoint import read_checkpoint
 from rise.models.episodes import resize_frames
 from rise.models.value import preprocess_images
 from rise.policy.fanout import Fanout, folder_files, load_shipped
-from rise.policy.policy_io import Policy
+from rise.policy.policy_io import FILES, Policy
 
 
 @dataclasses.dataclass
@@ -196,9 +196,8 @@ def _rollout_block(world: tuple, shared: tuple, seeds: list[int]) -> tuple[dict 
 
 
 def load_verified_policy(folder: Path) -> Policy:
-    """:meth:`Policy.load` after checking the folder against its manifest."""
-    verify(folder, kind="policy")
-    return Policy.load(folder)
+    """:meth:`Policy.load` from the bytes that were checked against the folder's manifest."""
+    return Policy.load(read_checkpoint(folder, kind="policy", keep=FILES))
 
 
 class ExpertStart:

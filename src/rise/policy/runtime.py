@@ -9,8 +9,9 @@ Three kinds of thread meet in :class:`PolicyRuntime`, and only for microseconds 
   two ticks and a tick sees the old policy or the new one, never a mixture;
 - the **inference worker** predicts a new chunk from the latest observation once ``replan_every``
   ticks have passed since its last one, and blends it in (the ticks spent thinking are skipped);
-- a **loader** thread per announcement: :func:`rise.models.checkpoint.verify` (kind ``policy``,
-  inside ``root``, announced sha256), :meth:`Policy.load`, a check against the robot (action size,
+- a **loader** thread per announcement: :func:`rise.models.checkpoint.read_checkpoint` (kind
+  ``policy``, inside ``root``, announced sha256, at most ``max_checkpoint_bytes``; the policy is
+  built from the bytes that were hashed), :meth:`Policy.load`, a check against the robot (action size,
   cameras) and a dry run (one prediction on black frames: finite, shape (H, A)). A candidate that
   fails any of these is refused with the reason and the running policy keeps going.
 
@@ -42,9 +43,9 @@ from pathlib import Path
 
 import numpy as np
 
-from rise.models.checkpoint import Manifest, verify
+from rise.models.checkpoint import DEFAULT_MAX_BYTES, Manifest, read_checkpoint
 from rise.policy.blend import ChunkBlender
-from rise.policy.policy_io import Policy
+from rise.policy.policy_io import FILES, Policy
 
 GIL_SWITCH_S = 0.0005  # the interpreter's thread switch interval while a runtime runs [s]
 ERROR_RETRY_S = 0.5  # after a failed prediction, wait this long before the next one [s]
@@ -114,12 +115,13 @@ class PolicyRuntime:
         on_event: called with (kind, message) on loads, refusals, swaps, rollbacks and errors,
             from the thread where it happened.
         clock: monotonic time in seconds.
+        max_checkpoint_bytes: a candidate checkpoint larger than this is refused unread.
     """
 
     def __init__(self, *, action_dim: int | None = None, cameras: Sequence[str] | None = None,
                  period_s: float = 1 / 30, steps: int = 10, replan_every: int | None = None,
                  min_fade: int | None = None, on_event: EventCallback | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, max_checkpoint_bytes: int = DEFAULT_MAX_BYTES):
         if period_s <= 0 or steps < 1 or (replan_every is not None and replan_every < 1):
             raise ValueError(f"expected period_s > 0, steps >= 1, replan_every >= 1; got {period_s}, "
                              f"{steps}, {replan_every}")
@@ -127,6 +129,7 @@ class PolicyRuntime:
         self.period_s, self.steps = float(period_s), int(steps)
         self._replan_every, self._min_fade = replan_every, min_fade
         self._on_event, self._clock = on_event, clock
+        self.max_checkpoint_bytes = int(max_checkpoint_bytes)
         self._cond = threading.Condition()
         self._load_lock = threading.Lock()  # one candidate loads at a time
         self.active: LoadedPolicy | None = None
@@ -220,9 +223,11 @@ class PolicyRuntime:
     def _load(self, request: LoadRequest) -> None:
         with self._load_lock:
             try:
-                manifest = verify(request.folder, expected_sha256=request.expected_sha256,
-                                  root=request.root, kind="policy")
-                policy = Policy.load(request.folder)
+                checkpoint = read_checkpoint(request.folder, expected_sha256=request.expected_sha256,
+                                             root=request.root, kind="policy",
+                                             max_bytes=self.max_checkpoint_bytes, keep=FILES)
+                manifest = checkpoint.manifest
+                policy = Policy.load(checkpoint)
                 self._check(policy)
                 self._dry_run(policy)
             except Exception as error:  # whatever fails refuses the candidate, never the live policy
@@ -410,6 +415,7 @@ class PolicyRuntime:
                 "missed_ticks": self.missed_ticks,
                 "chunks": self.chunks,
                 "inference_ms_p50": inference,
+                "swaps": len(self.swaps),
                 "last_swap_ms": round(last_swap.swap_ms, 2) if last_swap else None,
                 "last_swap_missed_ticks": last_swap.missed_ticks if last_swap else None,
                 "last_refusal": self.last_refusal,

@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rise.models.checkpoint import verify
+from rise.models.checkpoint import read_checkpoint
 from rise.models.evaluate import write_side_by_side
 from rise.policy.fanout import Fanout, folder_files, load_shipped
-from rise.policy.policy_io import Policy
+from rise.policy.policy_io import FILES, Policy
 from rise.policy.rollouts import load_verified_policy
 
 
@@ -106,8 +106,8 @@ def evaluate_policy(folder: str | Path, task: str, episodes: int = 20, *, seed: 
         raise ValueError(f"episodes and workers must be >= 1, got {episodes} and {workers}")
     if max_ticks is not None and max_ticks < 1:
         raise ValueError(f"max_ticks must be >= 1, got {max_ticks}")
-    manifest = verify(folder, kind="policy")
-    policy = Policy.load(folder)
+    checkpoint = read_checkpoint(folder, kind="policy", keep=FILES)
+    manifest, policy = checkpoint.manifest, Policy.load(checkpoint)
     if policy.cameras is None:
         raise ValueError(f"{folder}: the policy does not name its cameras")
     execute = execute or max(1, policy.config.horizon // 2)
