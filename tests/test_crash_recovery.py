@@ -21,11 +21,10 @@ from rise.config import load_robot, robot_path
 from rise.data import DatasetReader
 from rise.models.checkpoint import verify
 from rise.nodes.qos import COMMAND, LATCHED, STATE
-from rise.policy.warmup import WarmupConfig, warmup
 from stack_runner import RunningStack
 from support import call_service, spin_until
 from test_policy_runtime import save_policy
-from toy_data import tiny_checkpoints, write_toy_dataset
+from toy_data import trainer_setup
 
 pytestmark = [pytest.mark.ros, pytest.mark.faults]
 ROBOT = load_robot("sim")
@@ -71,15 +70,21 @@ def first_after(times: list[float], moment: float) -> float | None:
     return next((t for t in times if t > moment), None)
 
 
-def hold_while_gone(executor, watch: Watch, source_times: list[float], killed: float) -> float:
-    """Wait until the arm bridge reports holding, then watch the arm for 1 s while the killed
-    source is still silent; returns the arm's largest motion in that second."""
+def kill_source(stack: RunningStack, executor, watch: Watch, name: str, times: list[float]) -> None:
+    """SIGKILL the command source ``name``: once the arm bridge reports holding, the arm must stay
+    still for 1 s while the source is silent; then the runner restarts it and its commands resume."""
+    killed = stack.kill(name)
     spin_until(executor, lambda: watch.arm and watch.arm[-1]["held"], 10, "the arm bridge to hold")
     start = time.monotonic()
     spin_until(executor, lambda: time.monotonic() > start + 1.0, 5, "1 s of holding")
-    back = first_after(source_times, killed + 0.2)
+    back = first_after(times, killed + 0.2)
     assert back is None or back > start + 1.0, "the source came back before the hold could be observed"
-    return watch.motion(start, start + 1.0)
+    moved = watch.motion(start, start + 1.0)
+    assert moved < 0.01, f"the arm moved {moved:.4f} while {name} was gone"
+    stack.wait_restarted(name, starts=2)
+    spin_until(executor, lambda: first_after(times, killed + 0.2), 60, f"{name} commands again")
+    record(f"SIGKILL {name} node", "restarted; the arm held (< 0.01 rad) while it was gone",
+           recovery_s=first_after(times, killed + 0.2) - killed)
 
 
 @pytest.mark.timeout(300)
@@ -106,13 +111,7 @@ def test_killed_nodes_of_a_deploy_stack_restart_and_the_arm_holds_meanwhile(tmp_
                    "the policy driving the simulated arm")
 
         # The policy dies: the bridge follows what it had, then holds; the runner restarts it.
-        killed = stack.kill("policy")
-        moved = hold_while_gone(executor, watch, watch.policy, killed)
-        assert moved < 0.01, f"the arm moved {moved:.4f} while the policy was gone"
-        stack.wait_restarted("policy", starts=2)
-        spin_until(executor, lambda: first_after(watch.policy, killed + 0.2), 60, "policy commands again")
-        record("SIGKILL policy node (deploy)", "restarted; arm held (< 0.01 rad) while it was gone",
-               recovery_s=first_after(watch.policy, killed + 0.2) - killed)
+        kill_source(stack, executor, watch, "policy", watch.policy)
 
         # Teleop (a leader arm) takes over, then dies: the same hold.
         leader_pose.append(watch.pose() + np.r_[0.05, 0, 0, 0, 0, 0, 0])
@@ -120,13 +119,7 @@ def test_killed_nodes_of_a_deploy_stack_restart_and_the_arm_holds_meanwhile(tmp_
         spin_until(executor, lambda: watch.arm and watch.arm[-1]["source"] == "teleop"
                    and len(watch.teleop) > 5 and abs(watch.pose()[0] - leader_pose[0][0]) < 0.02, 60,
                    "the arm following the leader")
-        killed = stack.kill("teleop")
-        moved = hold_while_gone(executor, watch, watch.teleop, killed)
-        assert moved < 0.01, f"the arm moved {moved:.4f} while teleop was gone"
-        stack.wait_restarted("teleop", starts=2)
-        spin_until(executor, lambda: first_after(watch.teleop, killed + 0.2), 60, "teleop commands again")
-        record("SIGKILL teleop node (leader arm)", "restarted; arm held (< 0.01 rad) while it was gone",
-               recovery_s=first_after(watch.teleop, killed + 0.2) - killed)
+        kill_source(stack, executor, watch, "teleop", watch.teleop)
 
         # The arm bridge dies: no command reaches the controller, which holds the last one.
         killed = stack.kill("arm_bridge")
@@ -189,14 +182,7 @@ def test_a_recorder_killed_mid_episode_keeps_every_finished_episode(tmp_path, ro
 @pytest.mark.timeout(300)
 def test_a_killed_trainer_resumes_after_its_last_iteration_and_the_world_model_comes_back(tmp_path, ros_node):
     node, executor = ros_node
-    dataset = write_toy_dataset(tmp_path / "toy")
-    root = tmp_path / "ckpt"
-    _, value = tiny_checkpoints(dataset, root)
-    warmup(WarmupConfig(datasets=(str(dataset),), output=str(root / "policy_warmup"), value=str(value),
-                        model="tiny", steps=2, batch_size=8), progress=False)
-    config = tmp_path / "exp.yaml"
-    config.write_text(f"name: t\ndata_dir: {tmp_path}\ncheckpoint_dir: {root}\n"
-                      f"output_dir: {tmp_path / 'out'}\ntask: toy\n")
+    root, config = trainer_setup(tmp_path)
     common = (("experiment_config", str(config)),)
     launches = [
         NodeLaunch(SPECS["world_model"], common + (("sampling_steps", 2),), respawn=True),

@@ -10,21 +10,13 @@ from std_srvs.srv import Trigger
 
 from rise.models.checkpoint import verify
 from rise.nodes.qos import LATCHED
-from rise.policy.warmup import WarmupConfig, warmup
 from support import call_service, spin_until
-from toy_data import tiny_checkpoints, write_toy_dataset
+from toy_data import trainer_setup
 
 
 def test_trainer_runs_on_the_announced_world_model_and_announces_policies(tmp_path, spawn, ros_node):
     node, executor = ros_node
-    dataset = write_toy_dataset(tmp_path / "toy")
-    root = tmp_path / "ckpt"
-    _, value = tiny_checkpoints(dataset, root)
-    warmup(WarmupConfig(datasets=(str(dataset),), output=str(root / "policy_warmup"), value=str(value),
-                        model="tiny", steps=2, batch_size=8), progress=False)
-    config = tmp_path / "exp.yaml"
-    config.write_text(f"name: t\ndata_dir: {tmp_path}\ncheckpoint_dir: {root}\n"
-                      f"output_dir: {tmp_path / 'out'}\ntask: toy\n")
+    root, config = trainer_setup(tmp_path)
     common = ["--ros-args", "-p", f"experiment_config:={config}"]
     policies: list[dict] = []
     node.create_subscription(String, "/rise/policy/checkpoint", lambda m: policies.append(json.loads(m.data)),

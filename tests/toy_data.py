@@ -57,3 +57,19 @@ def tiny_checkpoints(dataset, root, steps: int = 2) -> tuple:
         progress=False,
     )
     return dynamics, value
+
+
+def trainer_setup(tmp_path: Path) -> tuple[Path, Path]:
+    """A toy dataset, tiny world-model checkpoints and a tiny warm-up policy under ``tmp_path/ckpt``
+    and an experiment config pointing at them: what the trainer node needs. Returns (root, config)."""
+    from rise.policy.warmup import WarmupConfig, warmup
+
+    dataset = write_toy_dataset(tmp_path / "toy")
+    root = tmp_path / "ckpt"
+    _, value = tiny_checkpoints(dataset, root)
+    warmup(WarmupConfig(datasets=(str(dataset),), output=str(root / "policy_warmup"), value=str(value),
+                        model="tiny", steps=2, batch_size=8), progress=False)
+    config = tmp_path / "exp.yaml"
+    config.write_text(f"name: t\ndata_dir: {tmp_path}\ncheckpoint_dir: {root}\n"
+                      f"output_dir: {tmp_path / 'out'}\ntask: toy\n")
+    return root, config
