@@ -68,7 +68,8 @@ def summarise(mode: str, rows: list[dict], folder: Path, exit_code: int, checkpo
                        refusals=sorted({r["last_refusal"] for r in rows if r.get("last_refusal")}),
                        policy_command_p99_ms_worst=worst(rows, "policy_command_p99_ms"),
                        inference_ms_p50=last.get("inference_ms_p50"),
-                       swaps_done=last.get("swaps"),
+                       # the policy node counts its start-up load as a swap
+                       swaps_done=None if last.get("swaps") is None else last["swaps"] - 1,
                        policies_seen=sorted({r["active_path"] for r in rows if r.get("active_path")}))
         summary["ok"] = (exit_code == 0 and not summary["refusals"] and bool(last.get("ticks"))
                          and (summary["swaps_done"] or 0) >= (summary["swaps_requested"] or 0) - 1)
