@@ -26,11 +26,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_suite(log: Path, extra: list[str]) -> tuple[int, str]:
+def run_suite(log: Path, extra: list[str]) -> tuple[int, list[str]]:
+    """One ``pytest -m faults`` run; (exit code, its summary line and the FAILED/ERROR lines)."""
     env = {**os.environ, "RISE_FAULT_LOG": str(log)}
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "faults", *extra]
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
-    return result.returncode, result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+    lines = result.stdout.strip().splitlines()
+    failed = [line for line in lines if line.startswith(("FAILED", "ERROR"))]
+    return result.returncode, lines[-1:] + failed
 
 
 def table(entries: list[dict], runs: int) -> str:
@@ -64,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         code, summary = run_suite(log, extra)
         failures += code != 0
-        print(f"run {run}/{args.runs}: {summary} ({time.monotonic() - started:.0f} s)", flush=True)
+        print(f"run {run}/{args.runs}: {summary[0] if summary else ''} ({time.monotonic() - started:.0f} s)",
+              *summary[1:], sep="\n  ", flush=True)
     entries = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     text = table(entries, args.runs)
     if failures:
