@@ -33,6 +33,10 @@ def run_suite(log: Path, extra: list[str]) -> tuple[int, list[str]]:
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     lines = result.stdout.strip().splitlines()
     failed = [line for line in lines if line.startswith(("FAILED", "ERROR"))]
+    if result.returncode:  # keep the whole output of a failing run for a look
+        kept = log.with_name(f"failed-run-{time.time_ns()}.log")
+        kept.write_text(result.stdout + result.stderr)
+        failed.append(f"(output: {kept})")
     return result.returncode, lines[-1:] + failed
 
 

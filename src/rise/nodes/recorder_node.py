@@ -281,6 +281,8 @@ class RecorderNode(Node):
         self._worker.join(timeout=10.0)
         if self._recorder.recording:
             self._recorder.discard_episode()  # an unfinished episode is never left half-written
+            if self._bag is not None:
+                self._bag.stop(keep=False)  # nor its raw bag
         self._writer.close()
         return super().destroy_node()
 

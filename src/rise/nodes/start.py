@@ -12,6 +12,7 @@ failed`` instead of a clean exit. Once the import is done the flag is honoured.
 
 from __future__ import annotations
 
+import faulthandler
 import importlib
 import signal
 import sys
@@ -33,6 +34,7 @@ def _install(handler) -> None:
 
 
 def main() -> int:
+    faulthandler.enable()  # a native crash (SIGSEGV, SIGABRT) prints every thread's Python stack
     _install(_note_stop)
     if len(sys.argv) < 2:
         print("usage: python -m rise.nodes.start <node module> [node arguments]", file=sys.stderr)
