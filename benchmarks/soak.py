@@ -207,8 +207,9 @@ class Soak:
             row_end = min(started + (len(self.rows) + 1) * self.args.interval, end)
             while time.monotonic() < row_end:
                 if self.stack.poll() is not None:
-                    raise SystemExit(f"rise up ended with code {self.stack.returncode} "
-                                     f"(see {self.folder / 'stack.log'})")
+                    log = (self.folder / "stack.log").read_text(errors="replace").splitlines()[-20:]
+                    raise SystemExit(f"rise up ended with code {self.stack.returncode}; the end of "
+                                     f"{self.folder / 'stack.log'}:\n" + "\n".join(log))
                 if self.checkpoints and time.monotonic() >= next_swap:
                     self.swaps += 1
                     data = announcement(self.checkpoints[self.swaps % 2], self.swaps)
@@ -253,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     folder = Path(args.output or tempfile.mkdtemp(prefix=f"rise-soak-{args.mode}-")).resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    isolate_this_process(folder / "ros_log")
+    reservation = isolate_this_process(folder / "ros_log")  # held (its lock) until the soak ends
     width, height = (int(v) for v in args.size.lower().split("x"))
     experiment = experiment_yaml(folder)
     if args.mode == "collect":
@@ -275,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             code = stop(stack)
             probe.close()
+    reservation.release()
     summary = summarise(args.mode, soak.rows, folder, code, checkpoints)
     print(json.dumps(summary, indent=2))
     return 0 if summary["ok"] else 1

@@ -24,6 +24,7 @@ def test_short_collect_soak_writes_rows_summary_and_plot(tmp_path):
     result = subprocess.run([*SOAK, "collect", "--minutes", "0.5", "--interval", "10", "--cameras", "2",
                              "--size", "96x96", "--output", str(tmp_path)],
                             capture_output=True, text=True, timeout=200)
+    assert (tmp_path / "soak.jsonl").is_file(), result.stdout[-3000:] + result.stderr[-3000:]
     rows = read_rows(tmp_path)
     assert len(rows) == 3, result.stdout + result.stderr
     assert set(rows[-1]["nodes"]) == {"monitor", "sim", "arm_bridge", "recorder"}
