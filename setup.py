@@ -20,6 +20,11 @@ def share_files(*folders: str) -> list[tuple[str, list[str]]]:
 
 
 setup(
+    # python_requires lives here, not in setup.cfg: colcon reads these arguments with
+    # ast.literal_eval, which cannot read the SpecifierSet setuptools makes of setup.cfg's.
+    # (This file must never spell the empty call, "setup" + "()": colcon would then take its
+    # options from setup.cfg alone and miss data_files.)
+    python_requires=">=3.10",
     packages=find_packages(where="src"),
     package_dir={"": "src"},
     data_files=[

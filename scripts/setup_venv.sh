@@ -36,7 +36,25 @@ if command -v dpkg-query >/dev/null 2>&1; then
   fi
 fi
 
+# The ROS 2 launch tooling (launch, launch_ros, launch_testing, ros2launch: not on any registry),
+# when its wheels are at hand: $RISE_ROS2_LAUNCH_WHEELS, else ../shared/wheels/ros2-launch beside
+# this checkout, else beside the local checkout this one was cloned from. Without them the tests
+# of the real `ros2 launch` skip, saying so.
+launch_wheels=${RISE_ROS2_LAUNCH_WHEELS:-}
+if [[ -z $launch_wheels ]]; then
+  origin=$(git -C "$root" config --get remote.origin.url 2>/dev/null || true)
+  for candidate in "$root/../shared/wheels/ros2-launch" ${origin:+"$origin/../shared/wheels/ros2-launch"}; do
+    if compgen -G "$candidate/launch_ros-*.whl" >/dev/null; then
+      launch_wheels=$(cd "$candidate" && pwd)
+      break
+    fi
+  done
+fi
+launch_listing=""
+[[ -n $launch_wheels ]] && launch_listing=$(ls "$launch_wheels"/*.whl)
+
 stamp=$(cat "$root"/requirements/*.txt "$root/setup.py" "$root/setup.cfg" | sha256sum | cut -c1-16)
+stamp="$stamp $(echo "$launch_listing" | sha256sum | cut -c1-8)"
 stamp="$stamp $("$python" -c 'import sys; print(sys.version.split()[0])')"
 
 exec 9>"$root/.venv.lock"
@@ -51,10 +69,22 @@ started=$SECONDS
 log="$venv/setup.log"
 if ! { "$venv/bin/python" -m pip install --disable-pip-version-check -q -r "$root/requirements/venv.txt" &&
        "$venv/bin/python" -m pip install --disable-pip-version-check -q --no-deps \
-         --no-build-isolation -e "$root"; } >"$log" 2>&1; then
+         --no-build-isolation -e "$root" &&
+       if [[ -n $launch_wheels ]]; then
+         echo "ROS 2 launch wheels from $launch_wheels" &&
+         "$venv/bin/python" -m pip install --disable-pip-version-check -q \
+           -r "$root/requirements/ros-launch.txt" &&
+         "$venv/bin/python" -m pip install --disable-pip-version-check -q --no-deps \
+           "$launch_wheels"/*.whl
+       fi; } >"$log" 2>&1; then
   grep -v "^WARNING: Location" "$log" | tail -n 30 >&2
   say "error: pip install failed; full log: $log"
   exit 1
 fi
 echo "$stamp" >"$venv/.rise-stamp"
+if [[ -n $launch_wheels ]]; then
+  say "ROS 2 launch tooling (ros2 launch, launch_testing) installed from $launch_wheels"
+else
+  say "no ROS 2 launch wheels found (\$RISE_ROS2_LAUNCH_WHEELS, ../shared/wheels/ros2-launch): the real-launch tests will skip"
+fi
 say "ready in $((SECONDS - started)) s"

@@ -68,6 +68,14 @@ def pytest_report_header(config):
     return f"ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']} ROS_LOG_DIR={os.environ['ROS_LOG_DIR']}"
 
 
+@pytest.fixture(scope="session")
+def ros2_workspace(tmp_path_factory):
+    """This checkout colcon-built into a scratch workspace, once per session (ros2_workspace.py)."""
+    from ros2_workspace import build_workspace
+
+    return build_workspace(tmp_path_factory.mktemp("colcon_ws"))
+
+
 @pytest.fixture
 def ros_node(request):
     """An rclpy node in this process with its own context and executor: (node, executor)."""

@@ -4,13 +4,26 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import sys
 from pathlib import Path
 
 import pytest
 
-from rise.bringup import NODE_TABLE, Mode, plan
-from rise.config import experiment_path, load_robot, robot_path
-from rise.runner import node_command, ros_args
+from rise.bringup import (
+    NODE_TABLE,
+    ArgumentStyle,
+    Mode,
+    NodeLaunch,
+    NodeSpec,
+    load_bringup_configs,
+    plan,
+    plan_bringup,
+)
+from rise.config import ConfigError, experiment_path, load_robot, robot_path
+from rise.nodes import start
+from rise.runner import Runner, node_command, ros_args
+from ros2_workspace import missing_launch_tooling
 from support import ROOT, console_scripts, real_robot_yaml
 
 
@@ -47,9 +60,14 @@ def test_table_rows_are_real():
         assert spec.modes, spec.name
         if spec.package != "rise":
             continue
-        assert scripts[spec.executable] == f"{spec.module}:main"
+        # every node executable starts through rise.nodes.start, which maps it to its module
+        assert scripts[spec.executable] == f"rise.nodes.start:{spec.executable}"
+        entry = getattr(start, spec.executable)
+        assert entry.func is start._console_script and entry.args == (spec.module,)
         module = importlib.import_module(spec.module)
         assert callable(module.main)
+    with pytest.raises(AttributeError):
+        start.rise_nonexistent  # noqa: B018
     node_scripts = {k for k in scripts if k != "rise"}
     assert node_scripts == {s.executable for s in NODE_TABLE if s.package == "rise"}
 
@@ -72,24 +90,42 @@ def test_runner_refuses_nodes_of_other_packages():
         node_command(rsp)
 
 
-def test_launch_file_builds_the_same_nodes():
-    pytest.importorskip("launch_ros", reason="launch_ros is not installable here (no ROS 2 "
-                        "install); this runs on ROS 2 machines and in the Docker image")
+def launch_file_actions(**arguments: str) -> tuple[list, list]:
+    """The launch file's declared arguments and the actions its node function returns for
+    ``arguments`` (in this process: nothing is started)."""
+    reason = missing_launch_tooling()
+    if reason:
+        pytest.skip(reason)
     from launch import LaunchContext
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction
     from launch.launch_description_sources import get_launch_description_from_python_launch_file
 
     description = get_launch_description_from_python_launch_file(
         str(ROOT / "launch" / "bringup.launch.py"))
-    arguments = {a.name: a for a in description.get_launch_arguments()}
-    assert {"robot", "mode", "config", "network"} <= set(arguments)
-    assert all(a.description for a in arguments.values())
     context = LaunchContext()
-    for entity in description.entities:
-        entity.visit(context)
-    expected = {l.name for l in make_plan(Mode.COLLECT, embedded=False)}
-    opaque = description.entities[-1]
-    nodes = opaque.execute(context)
-    assert {n.node_name.split("/")[-1] for n in nodes if hasattr(n, "node_name")} >= expected
+    context.launch_configurations.update(arguments)
+    declared = [e for e in description.entities if isinstance(e, DeclareLaunchArgument)]
+    for entity in declared:
+        entity.visit(context)  # fills in the defaults of arguments not given
+    [nodes] = [e for e in description.entities if isinstance(e, OpaqueFunction)]
+    return declared, nodes.execute(context)
+
+
+def test_launch_file_builds_the_node_table_plan():
+    from launch_ros.actions import Node
+
+    declared, actions = launch_file_actions(mode="deploy")
+    assert {"robot", "mode", "config", "network", "no_respawn"} <= {a.name for a in declared}
+    assert all(a.description for a in declared)
+    nodes = [a for a in actions if isinstance(a, Node)]
+    expected = [l for l in make_plan(Mode.DEPLOY, embedded=False)
+                if l.spec.package == "rise"]  # robot_state_publisher is not installed here
+    assert [n.node_executable for n in nodes] == [l.spec.executable for l in expected]
+
+
+def test_launch_file_refuses_a_bad_robot_before_making_any_node():
+    with pytest.raises(Exception, match=r"robot:=nosuchrobot: no such robot config"):
+        launch_file_actions(robot="nosuchrobot")
 
 
 def test_a_real_robot_gets_one_camera_node_per_camera_and_teleop(tmp_path):
@@ -124,3 +160,32 @@ def test_rows_say_respawn_and_no_respawn_turns_it_off_by_row_or_node_name():
     with pytest.raises(ValueError, match=r"unknown node\(s\) \['simm'\]"):
         plan(robot, robot_path("sim"), Mode.COLLECT, experiment_path(None), embedded=True,
              no_respawn=["simm"])
+
+
+@pytest.mark.parametrize(("style", "robot", "config", "no_respawn", "message"), [
+    (ArgumentStyle.CLI, "nosuchrobot", None, (), "--robot nosuchrobot: no such robot config"),
+    (ArgumentStyle.LAUNCH, "nosuchrobot", None, (), "robot:=nosuchrobot: no such robot config"),
+    (ArgumentStyle.LAUNCH, "/no/such/robot.yaml", None, (), "robot:=/no/such/robot.yaml: file not found"),
+    (ArgumentStyle.CLI, None, "/nonexistent.yaml", (), "--config /nonexistent.yaml: file not found"),
+    (ArgumentStyle.LAUNCH, None, "/nonexistent.yaml", (), "config:=/nonexistent.yaml: file not found"),
+    (ArgumentStyle.CLI, None, None, ("simm",), r"--no-respawn simm: unknown node\(s\) \['simm'\]"),
+    (ArgumentStyle.LAUNCH, None, None, ("sim", "simm"), r"no_respawn:=sim,simm: unknown node\(s\)"),
+])
+def test_a_bad_bringup_argument_is_quoted_as_the_user_wrote_it(style, robot, config, no_respawn,
+                                                               message):
+    with pytest.raises(ConfigError, match=f"^{message}"):
+        configs = load_bringup_configs(robot, config, style)
+        plan_bringup(configs, Mode.COLLECT, embedded=True, no_respawn=no_respawn, style=style)
+
+
+def test_the_runner_does_not_respawn_a_node_that_refused_its_configuration(tmp_path):
+    (tmp_path / "refusing_node.py").write_text("def main(argv):\n    print('error: bad')\n    return 2\n")
+    spec = NodeSpec(name="refusing", executable="refusing", module="refusing_node",
+                    description="exits 2", respawn=True, respawn_delay_s=0.1)
+    lines: list[str] = []
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    runner = Runner([NodeLaunch(spec, (), respawn=True)], env, log=lines.append)
+    code = runner.run(duration_s=10)  # ends as soon as no node is left
+    assert any("refusing exited with code 2" in line and "not restarting" in line for line in lines), lines
+    assert sum(line.startswith("started refusing") for line in lines) == 1, lines
+    assert code == 1

@@ -11,7 +11,16 @@ import enum
 from collections.abc import Collection
 from pathlib import Path
 
-from rise.config import RobotConfig, RobotKind
+from rise.config import (
+    ConfigError,
+    ExperimentConfig,
+    RobotConfig,
+    RobotKind,
+    experiment_path,
+    load_experiment,
+    load_robot,
+    robot_path,
+)
 
 PACKAGE = "rise"
 
@@ -22,6 +31,18 @@ class Mode(str, enum.Enum):
     COLLECT = "collect"  # robot + arm bridge + teleop + recorder: record demonstrations
     DEPLOY = "deploy"  # robot + arm bridge + policy: run a policy on the arm
     IMPROVE = "improve"  # world model + trainer (+ the deploy nodes when a robot is attached)
+
+
+class ArgumentStyle(str, enum.Enum):
+    """How the user spelt the bringup's arguments: errors quote them back the same way."""
+
+    CLI = "cli"  # rise up --robot sim --config my.yaml
+    LAUNCH = "launch"  # ros2 launch rise bringup.launch.py robot:=sim config:=my.yaml
+
+    def spell(self, name: str, value: str) -> str:
+        if self is ArgumentStyle.CLI:
+            return f"--{name.replace('_', '-')} {value}"
+        return f"{name}:={value}"
 
 
 ALL_MODES = frozenset(Mode)
@@ -41,6 +62,9 @@ class NodeSpec:
     module: str | None = None  # rise nodes: the module whose main() the embedded runner runs
     respawn: bool = False  # restart the node when it dies (launch's `respawn`)
     respawn_delay_s: float = 1.0
+    # After SIGINT, how long the node may take to stop before SIGTERM (then SIGKILL) follows; a
+    # node ignores signals after the first while it cleans up (rise.nodes.node_main).
+    stop_timeout_s: float = 10.0
     per_camera: bool = False  # one node per camera of the robot, named <name>_<camera>
 
     @property
@@ -107,6 +131,7 @@ NODE_TABLE: tuple[NodeSpec, ...] = (
         "LeRobot v3 dataset; /rise/recorder/{start,stop,discard}_episode, /rise/recorder/status",
         modes=frozenset({Mode.COLLECT}),
         respawn=True,  # finished episodes survive a crash; the unfinished one is dropped on reopen
+        stop_timeout_s=20.0,  # a stop while an episode is being written waits for it (<= 10 s)
     ),
     NodeSpec(
         name="policy",
@@ -175,8 +200,10 @@ def plan(
     embedded: bool,
     urdf_xml: str = "",
     no_respawn: Collection[str] = (),
+    missing_packages: Collection[str] = (),
 ) -> list[NodeLaunch]:
-    """The nodes to start for ``mode`` on ``robot``; ``embedded`` drops nodes of other packages.
+    """The nodes to start for ``mode`` on ``robot``; ``embedded`` drops nodes of other packages,
+    ``missing_packages`` those of the named packages (not installed on this machine).
 
     ``robot_config``/``experiment_config`` are the files every node reads (one source of truth);
     ``urdf_xml`` is the robot description handed to robot_state_publisher; ``no_respawn`` names
@@ -186,6 +213,7 @@ def plan(
     specs = [
         s for s in NODE_TABLE
         if mode in s.modes and robot.kind in s.robot_kinds and (s.embedded or not embedded)
+        and s.package not in missing_packages
     ]
     common = (
         ("robot_config", str(robot_config)),
@@ -220,3 +248,54 @@ def plan(
             respawn = spec.respawn and not ({name, spec.name} & set(no_respawn))
             launches.append(NodeLaunch(spec, parameters, node_name=name, respawn=respawn))
     return launches
+
+
+@dataclasses.dataclass(frozen=True)
+class BringupConfigs:
+    """The robot and experiment configs a bringup runs with, loaded and checked."""
+
+    robot: RobotConfig
+    robot_file: Path  # absolute: every node reads this file
+    experiment: ExperimentConfig
+    experiment_file: Path  # absolute
+
+
+def load_bringup_configs(robot: str | None, config: str | None,
+                         style: ArgumentStyle = ArgumentStyle.CLI) -> BringupConfigs:
+    """Load the experiment config (``config``: a path, or None for the shipped default) and the
+    robot (``robot``: a name or YAML path, or None for the experiment's robot), with every check
+    the nodes would make, so a bad argument is refused before any node starts. A refused argument
+    raises :class:`ConfigError` quoting it as the user wrote it (``style``)."""
+    try:
+        experiment = load_experiment(config)
+    except ConfigError as error:
+        if config and error.source == config and not error.key:  # missing or unreadable file
+            raise ConfigError(style.spell("config", config), "", error.message) from None
+        raise
+    name = robot or experiment.robot
+    try:
+        robot_file = robot_path(name).resolve()
+    except ConfigError as error:  # no shipped robot of that name
+        raise ConfigError(style.spell("robot", name), "", error.message) from None
+    if not robot_file.is_file():
+        raise ConfigError(style.spell("robot", name), "", "file not found")
+    return BringupConfigs(load_robot(str(robot_file)), robot_file, experiment,
+                          experiment_path(config).resolve())
+
+
+def other_packages() -> list[str]:
+    """The packages other than rise whose nodes the node table lists."""
+    return sorted({spec.package for spec in NODE_TABLE if spec.package != PACKAGE})
+
+
+def plan_bringup(configs: BringupConfigs, mode: Mode, *, embedded: bool, urdf_xml: str = "",
+                 no_respawn: Collection[str] = (), missing_packages: Collection[str] = (),
+                 style: ArgumentStyle = ArgumentStyle.CLI) -> list[NodeLaunch]:
+    """:func:`plan` for loaded configs; an unknown ``no_respawn`` name is a ConfigError naming it."""
+    try:
+        return plan(configs.robot, configs.robot_file, mode, configs.experiment_file,
+                    embedded=embedded, urdf_xml=urdf_xml, no_respawn=no_respawn,
+                    missing_packages=missing_packages)
+    except ValueError as error:
+        raise ConfigError(style.spell("no_respawn", ",".join(no_respawn)), "",
+                          str(error).removeprefix("no_respawn: ")) from None

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from rise import paths
-from rise.bringup import Mode, NodeLaunch, plan
+from rise.bringup import Mode, NodeLaunch, load_bringup_configs, plan_bringup
 from rise.cli_bench import add_commands as add_bench_commands
 from rise.cli_policy import add_commands as add_policy_commands
 from rise.cli_world_model import add_commands as add_world_model_commands
@@ -29,11 +29,7 @@ from rise.config import (
     ConfigError,
     ExperimentConfig,
     RobotConfig,
-    experiment_path,
-    load_experiment,
-    load_robot,
     robot_names,
-    robot_path,
 )
 from rise.config.schema import describe_fields
 from rise.ros_env import Network, node_environment
@@ -59,18 +55,13 @@ def _add_network_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args) -> tuple[RobotConfig, Path, ExperimentConfig, Path]:
-    experiment = load_experiment(args.config)
-    robot_file = robot_path(args.robot or experiment.robot).resolve()
-    return load_robot(str(robot_file)), robot_file, experiment, experiment_path(args.config).resolve()
+    configs = load_bringup_configs(args.robot, args.config)
+    return configs.robot, configs.robot_file, configs.experiment, configs.experiment_file
 
 
 def _plan(args, mode: Mode) -> list[NodeLaunch]:
-    robot, robot_file, _, experiment_file = _load(args)
-    try:
-        return plan(robot, robot_file, mode, experiment_file, embedded=True,
-                    no_respawn=getattr(args, "no_respawn", None) or ())
-    except ValueError as error:  # an unknown --no-respawn name
-        raise ConfigError("--no-respawn", "", str(error).removeprefix("no_respawn: ")) from None
+    return plan_bringup(load_bringup_configs(args.robot, args.config), mode, embedded=True,
+                        no_respawn=getattr(args, "no_respawn", None) or ())
 
 
 def cmd_up(args) -> int:

@@ -21,9 +21,14 @@ from collections.abc import Callable, Mapping, Sequence
 from rise.bringup import NodeLaunch
 
 _PR_SET_PDEATHSIG = 1
+# A node's exit code for a refused configuration (rise.nodes.node_main): restarting cannot help.
+CONFIG_ERROR_EXIT = 2
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
+    """Get SIGTERM when the parent process dies (Linux; elsewhere a no-op). Every node process
+    calls it first thing (``rise.nodes.start``); the runner also sets it before exec. (No check
+    that the parent is still there: in a container the launcher is often pid 1.)"""
     # Not on Linux (no libc.so.6): nodes are still stopped by the runner's own shutdown.
     with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -81,7 +86,7 @@ class Runner:
         child.process = subprocess.Popen(
             node_command(child.launch),
             env=self._env,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
             process_group=0,  # Ctrl-C reaches the runner only; it forwards the stop to the nodes
         )
         child.restart_at = None
@@ -102,7 +107,11 @@ class Runner:
                 continue
             child.exit_code = code
             spec = child.launch.spec
-            if child.launch.respawn and not self._stopping:
+            if code == CONFIG_ERROR_EXIT and child.launch.respawn:
+                self._log(f"{child.launch.name} exited with code {code} (it refused its configuration "
+                          "or environment, see its error above): not restarting it")
+                child.process = None
+            elif child.launch.respawn and not self._stopping:
                 child.restart_at = now + spec.respawn_delay_s
                 self._log(f"{child.launch.name} exited with code {code}; restarting in "
                           f"{spec.respawn_delay_s:g} s (restart {child.restarts + 1})")
@@ -146,7 +155,8 @@ class Runner:
         """Stop all nodes; 0 when each exited cleanly, 1 otherwise."""
         self._stopping = True
         running = [c for c in self._children if c.process is not None and c.process.poll() is None]
-        for sig, wait_s in ((signal.SIGINT, self._stop_timeout_s), (signal.SIGTERM, 3.0),
+        sigint_wait_s = max([self._stop_timeout_s, *(c.launch.spec.stop_timeout_s for c in running)])
+        for sig, wait_s in ((signal.SIGINT, sigint_wait_s), (signal.SIGTERM, 3.0),
                             (signal.SIGKILL, 3.0)):
             for child in running:
                 if child.process.poll() is None:
