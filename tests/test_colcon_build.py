@@ -82,7 +82,7 @@ def test_symlink_install_links_the_sources(tmp_path):
     assert [node["name"] for node in json.loads(nodes.stdout)] == deploy_node_names()
 
 
-def test_the_dockerfile_builds_the_tested_way():
-    dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
-    assert " ".join(COLCON_BUILD) in dockerfile
+def test_the_dockerfile_and_the_readme_build_the_tested_way():
+    for path in (ROOT / "docker" / "Dockerfile", ROOT / "README.md"):
+        assert " ".join(COLCON_BUILD) in path.read_text(), path
     assert "python_requires" not in (ROOT / "setup.cfg").read_text()  # colcon cannot read it there

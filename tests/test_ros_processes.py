@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
@@ -103,8 +104,8 @@ def script_args(script: str, tmp_path) -> list[str]:
 @pytest.mark.parametrize("script", sorted(console_scripts()))
 def test_console_script_exits_cleanly_on_sigterm(script, tmp_path, ros_node, spawn):
     node, _ = ros_node
-    module = console_scripts()[script].split(":")[0]
-    process = spawn([sys.executable, "-m", module, *script_args(script, tmp_path)],
+    executable = Path(sys.executable).parent / script  # the venv's console script (pip install -e)
+    process = spawn([str(executable), *script_args(script, tmp_path)],
                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = read_lines(process)
     name = next((s.name for s in NODE_TABLE if s.executable == script), "monitor")

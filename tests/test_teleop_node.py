@@ -271,3 +271,17 @@ def test_keyboard_on_a_terminal_moves_the_target_and_starts_an_episode(spawn, ro
     finally:
         os.close(master)
         os.close(slave)
+
+
+@pytest.mark.ros
+def test_a_missing_gamepad_exits_1_so_a_respawn_retries_it(tmp_path):
+    try:
+        result = subprocess.run([sys.executable, "-m", "rise.nodes.teleop_node", "--ros-args", "-p",
+                                 "device:=gamepad"], stdin=subprocess.DEVNULL, capture_output=True,
+                                text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.skip("a gamepad is connected here: the node ran")
+    if "no gamepad at index" not in result.stderr:
+        pytest.skip(f"a gamepad is connected here (exit {result.returncode})")
+    assert result.returncode == 1, result.stderr  # not 2: the runner and launch restart it
+    assert "Traceback" not in result.stderr

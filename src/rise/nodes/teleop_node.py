@@ -51,6 +51,7 @@ from rise.hardware.teleop import (
     TeleopCommand,
     TeleopDevice,
     TeleopDeviceError,
+    TeleopDeviceMissing,
 )
 from rise.nodes.node_main import run_node
 from rise.nodes.parameters import declare, declare_configs
@@ -289,7 +290,7 @@ class TeleopNode(Node):
         clients = {name: self.create_client(srv, name) for name, srv in SERVICE_TYPES.items()}
         logger = self.get_logger()
         self.actions = EpisodeActions(clients, logger.warning, logger.info)
-        self.device.open()  # TeleopDeviceError: main() reports it in one line, exit 2
+        self.device.open()  # TeleopDeviceError: main() reports it in one line, exit 1 or 2
         self.create_timer(self._period_s, self._tick)
         keys = key_map(device)
         where = f" from {leader_topic}" if device == "leader_arm" else ""
@@ -351,7 +352,10 @@ class TeleopNode(Node):
 def main(args=None) -> int:
     try:
         return run_node(TeleopNode, args)
-    except TeleopDeviceError as error:
+    except TeleopDeviceMissing as error:  # exit 1: a respawn retries (the pad may be plugged in)
+        print(f"error: teleop device: {error}", file=sys.stderr)
+        return 1
+    except TeleopDeviceError as error:  # exit 2: retrying cannot help (not a terminal, no pygame)
         print(f"error: teleop device: {error}", file=sys.stderr)
         return 2
 

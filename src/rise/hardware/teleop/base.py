@@ -29,6 +29,10 @@ class TeleopDeviceError(RuntimeError):
     """A device that cannot be opened (missing package, not a terminal, no gamepad) or was lost."""
 
 
+class TeleopDeviceMissing(TeleopDeviceError):
+    """A device that is not there now but may come (unplugged, not yet paired): worth retrying."""
+
+
 def _vector(name: str, values, size: int | None) -> np.ndarray:
     """A read-only finite float64 vector, checked for length when ``size`` is given."""
     array = np.array(values, dtype=np.float64)

@@ -37,7 +37,13 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from rise.hardware.teleop.base import TeleopCommand, TeleopDevice, TeleopDeviceError, TeleopMode
+from rise.hardware.teleop.base import (
+    TeleopCommand,
+    TeleopDevice,
+    TeleopDeviceError,
+    TeleopDeviceMissing,
+    TeleopMode,
+)
 
 _EDGE_BUTTONS = {"start_episode": "start_episode", "stop_success": "stop_episode_success",
                  "stop_failure": "stop_episode_failure", "discard": "discard_episode"}
@@ -200,7 +206,7 @@ class GamepadTeleop(TeleopDevice):
         count = pygame.joystick.get_count()
         if self._index >= count:
             self._quit_sdl(pygame)
-            raise TeleopDeviceError(f"no gamepad at index {self._index}: {count} connected "
+            raise TeleopDeviceMissing(f"no gamepad at index {self._index}: {count} connected "
                                     "(check the cable / pairing and permissions on /dev/input)")
         joystick = pygame.joystick.Joystick(self._index)
         joystick.init()
@@ -231,7 +237,7 @@ class GamepadTeleop(TeleopDevice):
             axes = [joystick.get_axis(i) for i in range(joystick.get_numaxes())]
             buttons = [joystick.get_button(i) for i in range(joystick.get_numbuttons())]
         except pygame.error as error:
-            raise TeleopDeviceError(f"gamepad lost: {error}") from error
+            raise TeleopDeviceMissing(f"gamepad lost: {error}") from error
         self._state, command = map_gamepad(axes, buttons, self._state, self._num_joints,
                                            self._layout, self._scales)
         return command
@@ -242,4 +248,4 @@ class GamepadTeleop(TeleopDevice):
         for event in pygame.event.get():
             if (event.type == pygame.JOYDEVICEREMOVED
                     and getattr(event, "instance_id", None) == joystick.get_instance_id()):
-                raise TeleopDeviceError("gamepad disconnected")
+                raise TeleopDeviceMissing("gamepad disconnected")
