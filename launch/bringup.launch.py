@@ -13,7 +13,8 @@ machines without ``launch`` — so the two never disagree. Arguments:
 Every argument is checked (robot and experiment configs loaded with the nodes' own checks) before
 any node starts: a bad one ends the launch with one error line and nothing running. Without the
 ``robot_state_publisher`` package the rest starts, with a warning that /tf is not published. A
-node that exits because its configuration was refused (exit code 2) is not restarted.
+node that exits with code 2 (it refused its configuration or environment, e.g. no OpenGL for the
+simulator's cameras) is not restarted: it would only fail again, every second.
 """
 
 from pathlib import Path

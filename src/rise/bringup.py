@@ -269,7 +269,7 @@ def load_bringup_configs(robot: str | None, config: str | None,
     try:
         experiment = load_experiment(config)
     except ConfigError as error:
-        if config and error.source == config and not error.key:  # missing or unreadable file
+        if config and error.source == str(experiment_path(config)) and not error.key:  # no such file
             raise ConfigError(style.spell("config", config), "", error.message) from None
         raise
     name = robot or experiment.robot
