@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -12,12 +13,12 @@ from safetensors.torch import load_file
 from rise.models.checkpoint import verify
 from rise.models.episodes import load_episodes
 from rise.models.fit_value import load_value
-from rise.policy.data import label_episodes
+from rise.policy.data import label_episodes, to_tensors
 from rise.policy.improve import ImproveConfig, improve, read_metrics
-from rise.policy.learner import PolicyLearner
+from rise.policy.learner import PolicyLearner, ema_decay_at
 from rise.policy.policy_io import Policy
 from rise.policy.sim_eval import evaluate_policy, wilson_interval
-from rise.policy.warmup import WarmupConfig, warmup
+from rise.policy.warmup import WarmupConfig, load_training_data, warmup
 from toy_data import tiny_checkpoints, write_toy_dataset
 
 
@@ -130,3 +131,38 @@ def test_evaluate_runs_simulated_episodes_and_writes_videos(world, tmp_path):
     assert 0.0 <= low <= result["success_rate"] <= high <= 1.0
     assert all(0 <= e["score"] <= 10 and e["ticks"] > 0 for e in result["per_episode"])
     assert [p.name for p in tmp_path.glob("*.mp4")] == ["box_close_seed1000.mp4"]
+
+
+def test_behaviour_cloning_imitates_the_successful_demonstrations_only(world, tmp_path):
+    cfg = WarmupConfig(datasets=(str(world["dataset"]),), output=str(tmp_path / "bc"), value=None,
+                       model="tiny", steps=1, batch_size=8)
+    folder = warmup(cfg, progress=False)
+    episodes = load_episodes([world["dataset"]], (16, 16))
+    demos = [e for e in episodes if e.is_demo and e.success]
+    assert 0 < len(demos) < len(episodes)  # the toy set has perturbed failures to leave out
+    labels = json.loads((folder.parent / "labels.json").read_text())
+    assert labels["frames"] == sum(e.length for e in demos)
+    everything = dataclasses.replace(cfg, output=str(tmp_path / "bc_all"), demos_only=False)
+    labels = json.loads((warmup(everything, progress=False).parent / "labels.json").read_text())
+    assert labels["frames"] == sum(e.length for e in episodes)
+
+
+def test_the_ema_does_not_keep_the_random_initial_weights(world, tmp_path):
+    assert ema_decay_at(1, 0.995) == pytest.approx(2 / 11)
+    assert ema_decay_at(5000, 0.995) == 0.995
+    learner = PolicyLearner.load(world["warmup"])
+    fresh = PolicyLearner(Policy(type(learner.policy.model)(learner.policy.config),
+                                 learner.policy.state_stats, learner.policy.action_stats,
+                                 learner.policy.bins, learner.policy.cameras), ema_decay=0.995)
+    initial = torch.cat([p.detach().flatten().clone() for p in fresh.ema.parameters()])
+    episodes, _, offline = load_training_data(
+        WarmupConfig(datasets=(str(world["dataset"]),), output="", value=None), 3, 16)
+    rng = np.random.default_rng(0)
+    for step in range(20):
+        batch = to_tensors(offline.draw(rng, 8), fresh.policy.state_stats, fresh.policy.action_stats,
+                           16, rng, 0.0, fresh.policy.bins.unknown)
+        fresh.step(batch, torch.Generator().manual_seed(step))
+    learned = torch.cat([p.detach().flatten() for p in fresh.policy.model.parameters()])
+    ema = torch.cat([p.detach().flatten() for p in fresh.ema.parameters()])
+    # with a fixed 0.995 the EMA would still be ~90 % the initial weights after 20 steps
+    assert (ema - initial).norm() > 0.5 * (learned - initial).norm()

@@ -37,6 +37,15 @@ LEARNER_FILE = "learner.safetensors"
 TRAINING_FILE = "training.json"
 
 
+def ema_decay_at(step: int, decay: float) -> float:
+    """The EMA decay after optimiser step ``step`` (1, 2, ...): ``min(decay, (1 + step) / (10 + step))``.
+
+    The warm-up keeps the EMA from averaging in the random initial weights: with a fixed 0.995 they
+    would still make up 61 % of it after 100 steps and 13 % after 400; here the EMA follows the
+    learner closely at first and reaches the full decay after ~1,800 steps."""
+    return min(decay, (1.0 + step) / (10.0 + step))
+
+
 class PolicyLearner:
     """A :class:`Policy` being trained, with an optional EMA copy of its weights."""
 
@@ -88,9 +97,10 @@ class PolicyLearner:
         self.optimizer.step()
         self.step_count += 1
         if self.ema is not None:
+            decay = ema_decay_at(self.step_count, self.ema_decay)
             with torch.no_grad():
                 for target, source in zip(self.ema.parameters(), model.parameters(), strict=True):
-                    target.lerp_(source, 1.0 - self.ema_decay)
+                    target.lerp_(source, 1.0 - decay)
         return float(loss.detach())
 
     def save(self, run: str | Path, metrics: dict[str, Any] | None = None) -> Path:

@@ -43,6 +43,9 @@ class WarmupConfig:
     datasets: tuple[str, ...]  # LeRobot dataset folders
     output: str  # run folder: step_XXXXXX checkpoints and latest.json
     value: str | None  # value checkpoint folder for the labels; None: every frame gets the best bin (BC)
+    # behaviour cloning (value None) imitates the successful demonstrations only, never perturbed or
+    # failed episodes; with a value model every episode is used (labels tell good from bad)
+    demos_only: bool = True
     model: str = "cpu_default"  # named policy config
     steps: int = 2000
     batch_size: int = 32
@@ -66,6 +69,10 @@ def load_training_data(cfg: WarmupConfig, horizon: int, image_size: int, bins: A
         value_model, _ = load_value(Path(cfg.value))
         labels = label_episodes(episodes, value_model, horizon, cfg.num_bins, bins=bins)
     else:  # behaviour cloning: one bin for everything
+        if cfg.demos_only:
+            episodes = [e for e in episodes if e.is_demo and e.success]
+            if not episodes:
+                raise ValueError(f"no successful demonstrations in {cfg.datasets} to imitate")
         bins = AdvantageBins.uniform(cfg.num_bins)
         zeros = [np.zeros(e.length, np.float32) for e in episodes]
         labels = Labels(bins, zeros, zeros, [np.full(e.length, bins.best, np.int64) for e in episodes])
