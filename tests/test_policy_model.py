@@ -11,8 +11,10 @@ import torch
 
 from rise.config.schema import FieldError
 from rise.models.checkpoint import CheckpointError, verify
-from rise.models.episodes import NormStats
+from rise.models.episodes import NormStats, resize_frames
+from rise.models.value import preprocess_images
 from rise.policy.advantage import AdvantageBins
+from rise.policy.data import to_tensors
 from rise.policy.model import POLICY_CONFIGS, PolicyConfig, PolicyModel, policy_config
 from rise.policy.policy_io import FILES, Policy
 
@@ -232,3 +234,26 @@ def test_policy_conditions_on_the_advantage_bin():
     high = model.sample(images, state, torch.full((8,), 9), generator=torch.Generator().manual_seed(1))
     assert (high.mean() - low.mean()).item() > 1.0
     assert low.mean().item() < -0.4 and high.mean().item() > 0.4
+
+
+def test_training_and_deployment_turn_the_same_frames_into_equal_tensors():
+    """One resizer for every model input: a 96x96 camera frame becomes the same tensor whether it
+    went through the training data path (load_episodes' resize_frames, then to_tensors) or the
+    deployed policy's (Policy.predict's preprocessing), and the value model's path agrees."""
+    policy = tiny_policy()
+    size = policy.config.image_size
+    rng = np.random.default_rng(3)
+    raw = {name: rng.integers(0, 256, (96, 96, 3), dtype=np.uint8) for name in CAMERAS}
+    stored = np.stack([resize_frames(raw[name][None], (size, size))[0] for name in CAMERAS])[None]
+    batch = {"images": stored, "states": np.zeros((1, policy.config.state_dim), np.float32),
+             "actions": np.zeros((1, policy.config.horizon, policy.config.action_dim), np.float32),
+             "bins": np.zeros(1, np.int64)}
+    training = to_tensors(batch, policy.state_stats, policy.action_stats, size)["images"]
+    deployment = policy._images(raw)
+    assert training.shape == deployment.shape == (1, 2, 3, size, size)
+    assert torch.equal(training, deployment)
+    unresized = to_tensors({**batch, "images": np.stack([raw[name] for name in CAMERAS])[None]},
+                           policy.state_stats, policy.action_stats, size)["images"]
+    assert torch.equal(unresized, deployment)  # rollout samples stored at camera size: the same
+    value_input = preprocess_images(np.stack([raw[name] for name in CAMERAS]), size)
+    assert torch.equal(value_input[None], deployment)

@@ -47,11 +47,17 @@ class EpisodeArrays:
 
 
 def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(T, H, W, 3) uint8 -> (T, h, w, 3) with area averaging (no aliasing)."""
+    """uint8 frames (..., H, W, 3) -> (..., h, w, 3) with area averaging (no aliasing).
+
+    The one resizer of every model input: datasets for training, rollouts, and the frames a
+    deployed policy or value model sees (:func:`rise.models.value.preprocess_images`), so the
+    same camera frame becomes the same tensor in training and at deployment."""
     h, w = size
-    if frames.shape[1:3] == (h, w):
+    if frames.shape[-3:-1] == (h, w):
         return frames
-    return np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in frames])
+    flat = frames.reshape(-1, *frames.shape[-3:])
+    resized = np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in flat])
+    return resized.reshape(*frames.shape[:-3], h, w, 3)
 
 
 def load_episodes(roots: Sequence[str | Path], size: tuple[int, int], cameras: Sequence[str] | None = None,

@@ -32,12 +32,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
 from rise.config.schema import FieldError, did_you_mean, from_mapping, setting
 from rise.models.checkpoint import Checkpoint
+from rise.models.episodes import resize_frames, to_unit_range
 
 CONFIG_FILE = "config.json"
 BACKBONE_FILE = "backbone.json"  # the backbone's full transformers config (exact rebuild on load)
@@ -116,17 +116,13 @@ def preprocess_images(images: np.ndarray | torch.Tensor, image_size: int) -> tor
     """uint8 frames (..., H, W, 3) -> float (..., 3, image_size, image_size) in [-1, 1].
 
     Leading dimensions are kept (e.g. (B, V, H, W, 3) -> (B, V, 3, S, S)); frames of another size
-    are resized with antialiased bilinear interpolation.
+    are resized by :func:`rise.models.episodes.resize_frames` (area averaging on the uint8 frames),
+    exactly as the training data were.
     """
-    frames = torch.as_tensor(images)
-    if frames.dtype != torch.uint8 or frames.ndim < 3 or frames.shape[-1] != 3:
+    frames = images.cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    if frames.dtype != np.uint8 or frames.ndim < 3 or frames.shape[-1] != 3:
         raise ValueError(f"expected uint8 frames (..., H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
-    lead = frames.shape[:-3]
-    x = frames.reshape(-1, *frames.shape[-3:]).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
-    if x.shape[-2:] != (image_size, image_size):
-        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", antialias=True,
-                          align_corners=False).clamp_(-1.0, 1.0)
-    return x.reshape(*lead, 3, image_size, image_size)
+    return to_unit_range(resize_frames(frames, (image_size, image_size)))
 
 
 def instruction_tokens(text: str, buckets: int) -> list[int]:

@@ -156,12 +156,7 @@ def to_tensors(batch: dict[str, np.ndarray], state_stats: NormStats, action_stat
                unknown_bin: int | None = None) -> dict[str, torch.Tensor]:
     """Model inputs: images (B, V, 3, S, S) in [-1, 1], normalised state and actions, bins (some
     replaced by ``unknown_bin`` with probability ``unknown_fraction``)."""
-    images = to_unit_range(batch["images"])
-    if images.shape[-1] != image_size:
-        flat = images.reshape(-1, *images.shape[-3:])
-        images = torch.nn.functional.interpolate(flat, size=(image_size, image_size), mode="bilinear",
-                                                 antialias=True, align_corners=False).reshape(
-            *images.shape[:-2], image_size, image_size)
+    images = to_unit_range(resize_frames(batch["images"], (image_size, image_size)))
     bins = batch["bins"].copy()
     if unknown_fraction > 0 and rng is not None and unknown_bin is not None:
         bins[rng.random(len(bins)) < unknown_fraction] = unknown_bin
