@@ -3,7 +3,8 @@
 Each node runs as ``python -m <module> --ros-args -r __node:=<name> -p k:=v ...``, the same
 parameters the launch file passes. The runner reports nodes that die, restarts those marked
 ``respawn`` (not after exit code 2: the node refused its configuration or environment), and on
-Ctrl-C / SIGTERM stops every node: SIGINT, then SIGTERM, then SIGKILL after deadlines. Nodes also die with the runner (PR_SET_PDEATHSIG), so none is ever orphaned.
+Ctrl-C / SIGTERM stops every node: SIGINT, then SIGTERM, then SIGKILL after deadlines. Nodes also
+die with the runner (PR_SET_PDEATHSIG), so none is ever orphaned.
 """
 
 from __future__ import annotations
